@@ -1,0 +1,1036 @@
+"""The scope tree, cancel requests, and level-triggered delivery.
+
+How it works, in brief (docs/semantics.md has the user-facing contract):
+
+* Each task that has entered a scope carries a `_TaskState` whose ``scope`` is
+  its innermost open scope. A scope's ``_parent`` is the scope that was current
+  when it was entered (for a child task: its hidden per-child scope, whose
+  parent is the spawning scope).
+* A cancel request is a `_Request`. `_reach` is the one place where a request
+  arrives at a scope; `_carry` walks down the tree from a scope that has just
+  become *effectively cancelled*, marking every scope below it (stopping at
+  non-cancellable ones) and scheduling delivery to every task whose current
+  scope is now effectively cancelled. Effective cancellation never reverts
+  while a scope is open, so it is cached per scope in ``_cancelled_by`` and
+  entering or exiting a scope costs O(1).
+* Delivery (`_check`) calls ``task.cancel()`` only while the task is suspended
+  and then arranges to look again right after the task's next step: through a
+  done-callback on the future the task waits on, or ``call_soon`` when its
+  step is already queued. So a task that catches the CancelledError and
+  awaits again gets another one, and nothing runs while the task computes,
+  sits in a shield, or waits for a future that is winding down (no polling:
+  anyio#1111, anyio#1257).
+* Every ``task.cancel()`` made is counted on the scope that was current and
+  undone with ``task.uncancel()`` when that scope exits, so the task's
+  ``cancelling()`` count is what foreign cancellers expect (3.11+). A scope
+  owns a CancelledError when it is the outermost effectively cancelled scope
+  (below any shield) and no other cancel request is pending for the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import sys
+import weakref
+from asyncio import CancelledError
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+
+from ._exceptions import CancelledFailure, TimeoutFailure
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from typing_extensions import Self, TypeVarTuple, Unpack
+
+    from ._tasks import TaskHandle
+
+    Ts = TypeVarTuple("Ts")
+
+T = TypeVar("T")
+
+# Task.cancelling()/uncancel() exist from 3.11; without them a scope cannot
+# count foreign cancel requests and falls back to recognising its messages.
+_HAS_COUNTS = sys.version_info >= (3, 11)
+_INF = math.inf
+
+_current_task = asyncio.current_task
+_get_running_loop = asyncio._get_running_loop
+
+
+class _State(enum.Enum):
+    CREATED = "created"
+    ENTERED = "entered"
+    EXITING = "exiting"  # async exit waiting for children
+    EXITED = "exited"
+
+
+_CREATED = _State.CREATED
+_ENTERED = _State.ENTERED
+_EXITING = _State.EXITING
+_EXITED = _State.EXITED
+
+
+class _CancelMessage(str):
+    """Message of every CancelledError cancelscope delivers: marks it as ours."""
+
+    request: _Request
+
+
+class _Request:
+    """One cancel request: where it came from and why. Shared by every scope it reaches."""
+
+    __slots__ = ("_message", "deadline", "origin", "reason")
+
+    def __init__(
+        self, origin: CancellationScope, reason: str | None, deadline: float | None = None
+    ) -> None:
+        self.origin = origin
+        self.reason = reason
+        # Not None when the request is a deadline that passed.
+        self.deadline = deadline
+        self._message: _CancelMessage | None = None
+
+    @property
+    def message(self) -> _CancelMessage:
+        msg = self._message
+        if msg is None:
+            text = f"cancelled by {self.origin._label()}"
+            if self.reason is not None:
+                text += f": {self.reason}"
+            msg = self._message = _CancelMessage(text)
+            msg.request = self
+        return msg
+
+    def failure(self, scope: CancellationScope | None = None) -> CancelledFailure:
+        """The CancelledFailure describing this request (``scope`` defaults to the origin)."""
+        if scope is None:
+            scope = self.origin
+        label = scope._label()
+        if self.deadline is not None:
+            return TimeoutFailure(
+                f"{label} timed out (deadline exceeded)",
+                reason=self.reason,
+                scope=scope,
+                deadline=self.deadline,
+            )
+        text = f"{label} was cancelled"
+        if self.reason is not None:
+            text += f": {self.reason}"
+        return CancelledFailure(text, reason=self.reason, scope=scope)
+
+
+class _TaskState:
+    """What cancelscope keeps per task, stored on the task object itself."""
+
+    __slots__ = ("__weakref__", "hooked", "scope")
+
+    def __init__(self) -> None:
+        # Invariant: the task's innermost open scope, or None outside any scope.
+        # Only scope entry/exit (in the task itself) changes it.
+        self.scope: CancellationScope | None = None
+        # Invariant: True while a _check of this task is scheduled, either by
+        # call_soon or as a done-callback of the future the task waits on; it
+        # guarantees at most one delivery in flight per task.
+        self.hooked = False
+
+
+_STATE_ATTR = "_cancelscope_state"
+# Tasks that refuse attributes (exotic task factories) keep their state here.
+_fallback_states: weakref.WeakKeyDictionary[asyncio.Task[Any], _TaskState] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _get_state(task: asyncio.Task[Any]) -> _TaskState | None:
+    ts: _TaskState | None = getattr(task, _STATE_ATTR, None)
+    if ts is None and _fallback_states:
+        ts = _fallback_states.get(task)
+    return ts
+
+
+def _new_state(task: asyncio.Task[Any]) -> _TaskState:
+    ts = _TaskState()
+    try:
+        setattr(task, _STATE_ATTR, ts)
+    except AttributeError:  # pragma: no cover - only with task types without __dict__
+        _fallback_states[task] = ts
+    return ts
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def _check(task: asyncio.Task[Any]) -> None:
+    """Deliver cancellation to ``task`` if its current scope is effectively cancelled.
+
+    Never called from inside ``task``'s own step.
+    """
+    ts = _get_state(task)
+    if ts is None:  # pragma: no cover - defensive
+        return
+    ts.hooked = False
+    if task.done():
+        return
+    scope = ts.scope
+    if scope is None:
+        return
+    req = scope._cancelled_by
+    # A scope in EXITING is its host's current scope while __aexit__ waits for
+    # children; cancelling that wait would only make it spin.
+    if req is None or scope._state is _EXITING:
+        return
+    waiter = task._fut_waiter  # type: ignore[attr-defined]
+    if waiter is not None:
+        if not waiter.done():
+            task.cancel(req.message)
+            scope._delivered += 1
+        # The task's own wakeup callback was added first, so ours runs right
+        # after the task's next step; if the waiter is a task winding down
+        # (anyio#1111) we simply wait for it.
+        ts.hooked = True
+        waiter.add_done_callback(partial(_after_waiter, task))
+    else:
+        # The task's next step is already queued (it yielded bare, or a
+        # wakeup is pending); a call_soon made now runs right after it.
+        if not task._must_cancel:  # type: ignore[attr-defined]
+            task.cancel(req.message)
+            scope._delivered += 1
+        ts.hooked = True
+        task.get_loop().call_soon(_check, task)
+
+
+def _after_waiter(task: asyncio.Task[Any], _fut: object) -> None:
+    _check(task)
+
+
+def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
+    """Make sure ``task`` is (re)checked for delivery at its next suspension point."""
+    if ts.hooked:
+        return
+    if task is _current_task():
+        # The task is running: deliver once it has suspended.
+        ts.hooked = True
+        task.get_loop().call_soon(_check, task)
+    else:
+        _check(task)
+
+
+def _reach(scope: CancellationScope, req: _Request) -> None:
+    """A request has arrived at ``scope``: the one place every request passes.
+
+    Resolves ``cancel_requested`` the first time. (Later seams: on_cancel
+    callbacks and tokens hook in here.)
+    """
+    if scope._reached_by is None:
+        scope._reached_by = req
+        fut = scope._requested_fut
+        if fut is not None and not fut.done():
+            fut.set_result(req.failure())
+
+
+def _carry(top: CancellationScope, req: _Request) -> None:
+    """``top`` has just become effectively cancelled by ``req``: carry it down the tree."""
+    pending: list[tuple[asyncio.Task[Any], CancellationScope]] = []
+    host = top._task
+    if host is not None:
+        pending.append((host, top))
+    _push_children(top, pending)
+    while pending:
+        task, upper = pending.pop()
+        ts = _get_state(task)
+        if ts is None:  # pragma: no cover - defensive
+            continue
+        chain: list[CancellationScope] = []
+        scope = ts.scope
+        while scope is not None and scope is not upper:
+            chain.append(scope)
+            scope = scope._parent
+        for scope in reversed(chain):
+            _reach(scope, req)
+            if scope._cancelled_by is not None or not scope._cancellable:
+                # Already cancelled (its subtree too), or a shield: stop here.
+                break
+            scope._cancelled_by = req
+            _push_children(scope, pending)
+        else:
+            _schedule(task, ts)
+
+
+def _push_children(
+    scope: CancellationScope, pending: list[tuple[asyncio.Task[Any], CancellationScope]]
+) -> None:
+    children = scope._children
+    if children:
+        for handle in children:
+            child_scope = handle._scope
+            task = child_scope._task
+            # A child not started yet sees the cancellation when it starts.
+            if task is not None and child_scope._state is _ENTERED:
+                pending.append((task, scope))
+
+
+def _rearm(task: asyncio.Task[Any], err: BaseException) -> None:
+    """Re-request a foreign cancellation whose CancelledError had to be dropped.
+
+    Keeps the cancel count unchanged (as asyncio.TaskGroup does since 3.13), so
+    the canceller's CancelledError arrives at the task's next suspension point.
+    """
+    msg = err.args[0] if err.args else None
+    if _HAS_COUNTS:
+        task.uncancel()
+    task.cancel(msg)
+
+
+def _check_time(value: float | None, what: str) -> float | None:
+    """Validate a timeout or deadline: None/inf mean none; NaN is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, not {type(value).__name__}")
+    value = float(value)
+    if value != value:
+        raise ValueError(f"{what} is NaN; pass a number, or None / math.inf for no {what}")
+    if value == _INF:
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- the scope
+
+
+class CancellationScope:
+    """A node in the tree of cancellable work; use it with ``async with``.
+
+    Cancelling a scope cancels everything inside it: nested scopes, the body
+    of the task that entered it, and the child tasks spawned into it. Inside,
+    cancellation arrives as `asyncio.CancelledError` at every suspension point
+    until the code leaves the cancelled scope. At the boundary the scope's own
+    cancellation becomes `CancelledFailure` (`TimeoutFailure` for a deadline),
+    or is swallowed when ``raise_on_cancel=False``; cancellation the scope does
+    not own passes through untouched.
+
+    ``cancellable=False`` shields the scope from requests made outside it.
+    ``timeout`` (seconds from entry) and ``deadline`` (absolute
+    ``loop.time()``) are mutually exclusive; ``None`` or ``math.inf`` mean none.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_c0",
+        "_cancellable",
+        "_cancelled_by",
+        "_cancelled_caught",
+        "_children",
+        "_deadline",
+        "_delivered",
+        "_exit_fut",
+        "_failures",
+        "_loop",
+        "_name",
+        "_own_req",
+        "_parent",
+        "_raise",
+        "_reached_by",
+        "_requested_fut",
+        "_state",
+        "_sync",
+        "_task",
+        "_timeout",
+        "_timer",
+    )
+
+    # True only for the hidden per-child scope (see _tasks.py).
+    _hidden: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        cancellable: bool = True,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        name: str | None = None,
+        raise_on_cancel: bool = True,
+    ) -> None:
+        if timeout is not None and deadline is not None:
+            raise ValueError(
+                "pass either timeout (seconds from entry) or deadline (absolute "
+                "loop.time()), not both"
+            )
+        if timeout is not None:
+            timeout = _check_time(timeout, "timeout")
+        when = _INF
+        if deadline is not None:
+            checked = _check_time(deadline, "deadline")
+            if checked is not None:
+                when = checked
+        self._name = name
+        self._cancellable = bool(cancellable)
+        self._raise = bool(raise_on_cancel)
+        # Seconds from entry, or None; turned into _deadline at entry.
+        self._timeout = timeout
+        # Absolute loop time, inf for none. Set at entry, or by the setter.
+        self._deadline = when
+        self._state = _CREATED
+        # The first request made on this scope itself (cancel(), deadline,
+        # child failure): cancel_called and the failure reported at exit.
+        self._own_req: _Request | None = None
+        # Invariant (while open): the request that made this scope effectively
+        # cancelled, or None; never reset while open. Set by _carry/_enter.
+        self._cancelled_by: _Request | None = None
+        # The first request that reached this scope (resolves cancel_requested).
+        self._reached_by: _Request | None = None
+        # The loop this scope is bound to, once anything needs it before entry.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requested_fut: asyncio.Future[CancelledFailure] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._parent: CancellationScope | None = None
+        self._cancelled_caught = False
+        # Invariant: task.cancel() calls made while this scope was its host's
+        # current scope and not yet undone by uncancel() (done at exit).
+        self._delivered = 0
+        self._timer: asyncio.TimerHandle | None = None
+        # Open children (insertion-ordered set); None until the first spawn.
+        self._children: dict[TaskHandle[Any], None] | None = None
+        self._failures: list[BaseException] | None = None
+        self._exit_fut: asyncio.Future[None] | None = None
+        self._sync = False
+        self._c0 = 0
+
+    # ------------------------------------------------------------------ public API
+
+    @staticmethod
+    def current() -> CancellationScope | None:
+        """The current task's innermost open scope, or ``None`` outside any scope.
+
+        In a child task that has not entered a scope of its own this is the
+        scope that spawned it. Tasks made with plain ``asyncio.create_task``
+        are not children: ``None`` there until they enter a scope.
+        """
+        try:
+            task = _current_task()
+        except RuntimeError:
+            return None
+        if task is None:
+            return None
+        ts = _get_state(task)
+        if ts is None:
+            return None
+        scope = ts.scope
+        if scope is not None and scope._hidden:
+            scope = scope._parent
+        return scope
+
+    @property
+    def name(self) -> str | None:
+        """The name given at construction (shown in reprs and cancel messages)."""
+        return self._name
+
+    @property
+    def cancellable(self) -> bool:
+        """False for a shield: requests made outside the scope stop at it."""
+        return self._cancellable
+
+    @property
+    def active(self) -> bool:
+        """True from entry until the scope has exited (also while it waits for children)."""
+        state = self._state
+        return state is _ENTERED or state is _EXITING
+
+    @property
+    def parent(self) -> CancellationScope | None:
+        """The scope that was current when this one was entered (None before entry)."""
+        parent = self._parent
+        if parent is not None and parent._hidden:
+            parent = parent._parent
+        return parent
+
+    @property
+    def cancel_called(self) -> bool:
+        """True once this scope itself was cancelled: `cancel()`, its deadline, or a failed child.
+
+        Never turns False again. A request from an outer scope does not set it.
+        """
+        return self._own_req is not None
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """The reason of the first request made on this scope itself (None if none given)."""
+        req = self._own_req
+        return req.reason if req is not None else None
+
+    @property
+    def cancelled_caught(self) -> bool:
+        """True once the scope absorbed its own cancellation at exit.
+
+        False if the body swallowed the CancelledError itself, or if the
+        cancellation was not this scope's to absorb. Never turns False again.
+        """
+        return self._cancelled_caught
+
+    @property
+    def deadline(self) -> float:
+        """Absolute deadline in ``loop.time()`` terms, ``math.inf`` when there is none.
+
+        With ``timeout=`` it reads ``math.inf`` until entry. Setting it before
+        entry fixes an absolute deadline; while open it reschedules the timer
+        (a past value cancels at the next suspension point); after exit it
+        has no effect.
+        """
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        checked = _check_time(value, "deadline")
+        when = _INF if checked is None else checked
+        state = self._state
+        if state is _EXITED:
+            return
+        self._deadline = when
+        if state is _CREATED:
+            self._timeout = None
+        else:
+            self._arm_deadline()
+
+    @property
+    def cancel_requested(self) -> asyncio.Future[CancelledFailure]:
+        """A future resolved (with a `CancelledFailure`) when a request first reaches the scope.
+
+        Its result's ``reason`` is the request's reason and ``scope`` the scope
+        where it originated. A non-cancellable scope's future resolves when a
+        request from outside arrives, though the request stops there. It
+        never carries an exception and stays pending if no request comes.
+        Reading it needs a running loop (or an entered scope).
+        """
+        fut = self._requested_fut
+        if fut is None or fut.cancelled():
+            # A future cancelled by someone who awaited it is replaced.
+            loop = self._loop
+            if loop is None:
+                task = self._task
+                loop = task.get_loop() if task is not None else asyncio.get_running_loop()
+                self._loop = loop
+            fut = loop.create_future()
+            req = self._reached_by
+            if req is not None:
+                fut.set_result(req.failure())
+            self._requested_fut = fut
+        return fut
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Request cancellation of this scope and everything inside it.
+
+        Idempotent: the first call's reason wins. Before entry it pre-cancels
+        the scope; after exit it does nothing. Safe from any thread (and from
+        a signal handler): there it takes effect on the loop's next iteration.
+        """
+        task = self._task
+        if task is not None:
+            loop = task.get_loop()
+            if _get_running_loop() is not loop:
+                # Another thread (or no running loop): hand it to the loop.
+                try:
+                    loop.call_soon_threadsafe(self._cancel, reason)
+                except RuntimeError:  # the loop is closed: nothing left to cancel
+                    pass
+                return
+            self._cancel(reason)
+            if _current_task(loop) is None:
+                # Outside any task we may be in a signal handler that
+                # interrupted select(): wake the loop so delivery happens now.
+                loop.call_soon_threadsafe(_noop)
+        else:
+            self._cancel(reason)
+
+    def spawn(
+        self, fn: Callable[..., Coroutine[Any, Any, T]] | Coroutine[Any, Any, T], /, *args: Any,
+        name: str | None = None,
+    ) -> TaskHandle[T]:
+        """Start a child task owned by this scope and return its `TaskHandle`.
+
+        ``fn`` is a coroutine function (called with ``args``) or a coroutine
+        object (without args). Works from any task of the scope's loop while
+        the scope is open; the scope's exit waits for every child. A child
+        that fails cancels the scope; failures are raised at exit in an
+        exception group.
+        """
+        return _tasks.spawn(self, fn, args, name)
+
+    def run(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> Coroutine[Any, Any, T]:
+        """Return an awaitable that enters this scope, awaits ``fn(*args)`` inside it and returns the result."""
+        if not callable(fn):
+            if asyncio.iscoroutine(fn):
+                fn.close()
+            raise TypeError(
+                f"run() needs a callable returning an awaitable, not {type(fn).__name__}; "
+                "pass the async function and its arguments: scope.run(fn, *args)"
+            )
+        if self._state is not _CREATED:
+            raise RuntimeError(f"{self!r} was already entered; run() needs a fresh scope")
+        return self._run(fn, args)
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+        async with self:
+            return await fn(*args)
+
+    # ------------------------------------------------------------------ enter / exit
+
+    def __enter__(self) -> Self:
+        self._enter(True)
+        return self
+
+    async def __aenter__(self) -> Self:
+        self._enter(False)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task = self._exit_check()
+        return self._finish(task, exc_type, exc)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task = self._exit_check()
+        if not self._children:
+            return self._finish(task, exc_type, exc)
+        foreign = await self._wait_children(task, exc)
+        # The outcome depends on what unwound the body (SPEC 7): the wait for
+        # children is not a delivery point. A foreign cancellation that hit
+        # the wait is re-raised, or, if the body raised, re-requested.
+        if foreign is None:
+            return self._finish(task, exc_type, exc)
+        if exc is not None:
+            if not isinstance(exc, CancelledError):
+                _rearm(task, foreign)
+            return self._finish(task, exc_type, exc)
+        if self._finish(task, type(foreign), foreign):
+            return None
+        raise foreign
+
+    def _enter(self, sync: bool) -> None:
+        if self._state is not _CREATED:
+            raise RuntimeError(
+                f"{self!r} cannot be entered twice; create a new scope for each `with` block"
+            )
+        task = _current_task()
+        if task is None:
+            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
+        loop = self._loop
+        if loop is not None and loop is not task.get_loop():
+            raise RuntimeError(f"{self!r} belongs to another event loop than the one entering it")
+        ts = _get_state(task)
+        if ts is None:
+            ts = _new_state(task)
+        parent = ts.scope
+        self._task = task
+        self._parent = parent
+        self._sync = sync
+        if _HAS_COUNTS:
+            self._c0 = task.cancelling()
+        self._state = _ENTERED
+        ts.scope = self
+        if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
+            self._enter_cancelled(task, ts, parent)
+        if self._timeout is not None or self._deadline != _INF:
+            self._start_deadline()
+
+    def _enter_cancelled(
+        self, task: asyncio.Task[Any], ts: _TaskState, parent: CancellationScope | None
+    ) -> None:
+        """Entry into a pre-cancelled scope, or below an effectively cancelled one."""
+        own = self._own_req
+        inherited = parent._cancelled_by if parent is not None else None
+        if inherited is not None:
+            _reach(self, inherited)
+            if self._cancellable:
+                self._cancelled_by = inherited
+        if own is not None:
+            _reach(self, own)
+            if self._cancelled_by is None:
+                self._cancelled_by = own
+        if self._cancelled_by is not None:
+            _schedule(task, ts)
+
+    def _exit_check(self) -> asyncio.Task[Any]:
+        """Refuse a wrong exit before changing anything."""
+        if self._state is not _ENTERED:
+            what = "was never entered" if self._state is _CREATED else "has already exited"
+            raise RuntimeError(f"{self!r} {what}; it cannot exit")
+        task = _current_task()
+        if task is not self._task:
+            raise RuntimeError(
+                f"{self!r} was entered in {self._task!r} and must exit there, "
+                f"not in {task!r}"
+            )
+        ts = _get_state(task)
+        current = ts.scope if ts is not None else None
+        if current is not self:
+            raise RuntimeError(
+                f"scopes must exit in the reverse order of entry: {self!r} cannot "
+                f"exit while {current!r}, entered inside it, is still open"
+            )
+        return task
+
+    async def _wait_children(
+        self, task: asyncio.Task[Any], exc: BaseException | None
+    ) -> BaseException | None:
+        """Wait until every child has finished; return a foreign CancelledError caught meanwhile."""
+        self._state = _EXITING
+        if exc is not None:
+            # As TaskGroup, trio and anyio: a failing body stops the children.
+            self._own_request(_Request(self, f"the scope's body raised {type(exc).__name__}"))
+        foreign: BaseException | None = None
+        loop = task.get_loop()
+        while self._children:
+            fut = self._exit_fut = loop.create_future()
+            try:
+                await fut
+            except CancelledError as err:
+                # Delivery to a host in EXITING is suppressed, so this is a
+                # foreign cancellation (task.cancel(), asyncio.timeout, ...):
+                # stop the children, keep waiting, re-raise it afterwards.
+                if foreign is None:
+                    foreign = err
+                self._own_request(
+                    _Request(self, "the host task was cancelled while waiting for children")
+                )
+        self._exit_fut = None
+        self._state = _ENTERED
+        return foreign
+
+    def _finish(
+        self,
+        task: asyncio.Task[Any],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+    ) -> bool | None:
+        """Leave the scope; return True to swallow the exception, or raise the outcome."""
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        ts: _TaskState = getattr(task, _STATE_ATTR, None) or _fallback_states[task]
+        parent = self._parent
+        self._state = _EXITED
+        self._task = None
+        if self._hidden:
+            ts.scope = None
+        else:
+            ts.scope = parent
+            if parent is not None and parent._cancelled_by is not None:
+                # Back in a cancelled scope (leaving a shield, or the body
+                # swallowed the error): delivery goes on.
+                _schedule(task, ts)
+        delivered = self._delivered
+        if delivered:
+            self._delivered = 0
+            if _HAS_COUNTS:
+                for _ in range(delivered):
+                    task.uncancel()
+        failures = self._failures
+        if failures is not None:
+            self._failures = None
+            return self._raise_group(task, failures, exc)
+        if exc_type is None or not issubclass(exc_type, CancelledError):
+            return None
+        assert exc is not None
+        if not self._owns(task, exc):
+            return None
+        self._cancelled_caught = True
+        if self._raise:
+            req = self._cancelled_by
+            assert req is not None
+            raise req.failure() from exc
+        return True
+
+    def _owns(self, task: asyncio.Task[Any], exc: BaseException) -> bool:
+        """Is ``exc`` (a CancelledError) this scope's own cancellation? (SPEC 7.3)"""
+        if self._cancelled_by is None:
+            return False
+        parent = self._parent
+        if self._cancellable and parent is not None and parent._cancelled_by is not None:
+            return False  # the outermost cancelled scope reports
+        if _HAS_COUNTS:
+            return task.cancelling() <= self._c0
+        # 3.10: no counts; recognise our own messages (a native cancel that
+        # lands in the same iteration is indistinguishable: documented).
+        args = exc.args
+        return bool(args) and isinstance(args[0], _CancelMessage)
+
+    def _raise_group(
+        self, task: asyncio.Task[Any], failures: list[BaseException], exc: BaseException | None
+    ) -> bool | None:
+        errors = list(failures)
+        if isinstance(exc, CancelledError):
+            if self._owns(task, exc):
+                self._cancelled_caught = True
+            elif (
+                task.cancelling() > self._c0
+                if _HAS_COUNTS
+                else not (exc.args and isinstance(exc.args[0], _CancelMessage))
+            ):
+                # The group wins over a foreign cancellation; re-request it so
+                # it is not lost.
+                _rearm(task, exc)
+        elif exc is not None:
+            errors.append(exc)
+        raise BaseExceptionGroup(f"unhandled errors in {self._label()}", errors) from None
+
+    # ------------------------------------------------------------------ requests
+
+    def _cancel(self, reason: str | None) -> None:
+        if self._state is _EXITED:
+            return
+        self._own_request(_Request(self, reason))
+
+    def _own_request(self, req: _Request) -> None:
+        """A request made on this scope itself (idempotent: the first one wins)."""
+        if self._own_req is not None:
+            return
+        self._own_req = req
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        state = self._state
+        if state is _ENTERED or state is _EXITING:
+            _reach(self, req)
+            if self._cancelled_by is None:
+                self._cancelled_by = req
+                _carry(self, req)
+
+    def _start_deadline(self) -> None:
+        timeout = self._timeout
+        if timeout is not None:
+            assert self._task is not None
+            self._deadline = self._task.get_loop().time() + timeout
+        self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        when = self._deadline
+        if self._own_req is not None or when == _INF:
+            return
+        assert self._task is not None
+        loop = self._task.get_loop()
+        if when <= loop.time():
+            # Already expired: cancel now, so the very first suspension point
+            # sees it (gh-95051: timeout(0) must not fire one await late).
+            self._own_request(_Request(self, "deadline exceeded", when))
+        else:
+            self._timer = loop.call_at(when, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        self._own_request(_Request(self, "deadline exceeded", self._deadline))
+
+    # ------------------------------------------------------------------ children
+
+    def _child_failed(self, handle: TaskHandle[Any], exc: BaseException) -> None:
+        if self._failures is None:
+            self._failures = []
+        self._failures.append(exc)
+        self._own_request(_Request(self, f"child task {handle.name!r} failed with {exc!r}"))
+
+    def _child_done(self, handle: TaskHandle[Any]) -> None:
+        children = self._children
+        assert children is not None
+        del children[handle]
+        if not children:
+            fut = self._exit_fut
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    # ------------------------------------------------------------------ display
+
+    def _label(self) -> str:
+        if self._name is not None:
+            return f"scope {self._name!r}"
+        return f"unnamed scope at {id(self):#x}"
+
+    def __repr__(self) -> str:
+        parts = [type(self).__name__]
+        if self._name is not None:
+            parts.append(repr(self._name))
+        parts.append(self._state.value)
+        if not self._cancellable:
+            parts.append("non-cancellable")
+        if self._state is _CREATED and self._timeout is not None:
+            parts.append(f"timeout={self._timeout:g}s")
+        elif self._deadline != _INF:
+            task = self._task
+            if task is not None:
+                parts.append(f"deadline={self._deadline - task.get_loop().time():+.3g}s")
+            else:
+                parts.append(f"deadline={self._deadline:g}")
+        if self._own_req is not None:
+            parts.append("cancel_called")
+        elif self._cancelled_by is not None:
+            parts.append("cancelled_by_parent")
+        if self._cancelled_caught:
+            parts.append("cancelled_caught")
+        if self._children:
+            parts.append(f"children={len(self._children)}")
+        return "<" + " ".join(parts) + ">"
+
+
+CancellationScope.__module__ = "cancelscope"
+
+
+def _noop() -> None:
+    pass
+
+
+def current_deadline() -> float:
+    """The effective deadline of the current task, ``math.inf`` if none.
+
+    The minimum deadline of the current scope and its ancestors, not looking
+    past the first non-cancellable one (whose own deadline still counts).
+    """
+    try:
+        task = _current_task()
+    except RuntimeError:
+        return _INF
+    if task is None:
+        return _INF
+    ts = _get_state(task)
+    scope = ts.scope if ts is not None else None
+    when = _INF
+    while scope is not None:
+        if scope._deadline < when:
+            when = scope._deadline
+        if not scope._cancellable:
+            break
+        scope = scope._parent
+    return when
+
+
+# ------------------------------------------------------------------ convenience forms
+
+def _make(
+    fn: Callable[..., Awaitable[T]] | None,
+    args: tuple[Any, ...],
+    scope: CancellationScope,
+    what: str,
+) -> CancellationScope | Coroutine[Any, Any, T]:
+    if fn is None:
+        if args:
+            raise TypeError(f"{what}() got arguments but no function to call with them")
+        return scope
+    return scope.run(fn, *args)
+
+
+@overload
+def cancellable(fn: None = None, /, *, name: str | None = None) -> CancellationScope: ...
+@overload
+def cancellable(
+    fn: Callable[[Unpack[Ts]], Awaitable[T]], /, *args: Unpack[Ts], name: str | None = None
+) -> Coroutine[Any, Any, T]: ...
+def cancellable(
+    fn: Callable[..., Awaitable[T]] | None = None, /, *args: Any, name: str | None = None
+) -> CancellationScope | Coroutine[Any, Any, T]:
+    """A new cancellable scope, or, given ``fn``, an awaitable running ``fn(*args)`` inside one.
+
+    Temporal's ``CancellationScope.cancellable``. Use the scope with ``async with``.
+    """
+    return _make(fn, args, CancellationScope(name=name), "cancellable")
+
+
+@overload
+def non_cancellable(fn: None = None, /, *, name: str | None = None) -> CancellationScope: ...
+@overload
+def non_cancellable(
+    fn: Callable[[Unpack[Ts]], Awaitable[T]], /, *args: Unpack[Ts], name: str | None = None
+) -> Coroutine[Any, Any, T]: ...
+def non_cancellable(
+    fn: Callable[..., Awaitable[T]] | None = None, /, *args: Any, name: str | None = None
+) -> CancellationScope | Coroutine[Any, Any, T]:
+    """A scope shielded from requests made outside it (or run ``fn(*args)`` in one).
+
+    Only cancelscope requests are blocked: a native ``task.cancel()`` still
+    interrupts the body (see docs/semantics.md).
+    """
+    return _make(fn, args, CancellationScope(cancellable=False, name=name), "non_cancellable")
+
+
+@overload
+def with_timeout(
+    seconds: float | None, fn: None = None, /, *, name: str | None = None
+) -> CancellationScope: ...
+@overload
+def with_timeout(
+    seconds: float | None,
+    fn: Callable[[Unpack[Ts]], Awaitable[T]],
+    /,
+    *args: Unpack[Ts],
+    name: str | None = None,
+) -> Coroutine[Any, Any, T]: ...
+def with_timeout(
+    seconds: float | None,
+    fn: Callable[..., Awaitable[T]] | None = None,
+    /,
+    *args: Any,
+    name: str | None = None,
+) -> CancellationScope | Coroutine[Any, Any, T]:
+    """A scope that cancels itself ``seconds`` after entry and then raises `TimeoutFailure`.
+
+    Given ``fn``, an awaitable running ``fn(*args)`` inside such a scope.
+    ``seconds <= 0`` is already expired; ``None`` or ``math.inf`` mean no timeout.
+    """
+    return _make(fn, args, CancellationScope(timeout=seconds, name=name), "with_timeout")
+
+
+@overload
+def with_deadline(
+    when: float | None, fn: None = None, /, *, name: str | None = None
+) -> CancellationScope: ...
+@overload
+def with_deadline(
+    when: float | None,
+    fn: Callable[[Unpack[Ts]], Awaitable[T]],
+    /,
+    *args: Unpack[Ts],
+    name: str | None = None,
+) -> Coroutine[Any, Any, T]: ...
+def with_deadline(
+    when: float | None,
+    fn: Callable[..., Awaitable[T]] | None = None,
+    /,
+    *args: Any,
+    name: str | None = None,
+) -> CancellationScope | Coroutine[Any, Any, T]:
+    """As `with_timeout`, with an absolute ``loop.time()`` deadline."""
+    return _make(fn, args, CancellationScope(deadline=when, name=name), "with_deadline")
+
+
+def move_on_after(seconds: float | None, *, name: str | None = None) -> CancellationScope:
+    """A scope that cancels itself ``seconds`` after entry and then exits silently.
+
+    Check ``scope.cancelled_caught`` to learn whether it timed out.
+    """
+    return CancellationScope(timeout=seconds, name=name, raise_on_cancel=False)
+
+
+def move_on_at(when: float | None, *, name: str | None = None) -> CancellationScope:
+    """As `move_on_after`, with an absolute ``loop.time()`` deadline."""
+    return CancellationScope(deadline=when, name=name, raise_on_cancel=False)
+
+
+# Imported last: _tasks subclasses CancellationScope.
+from . import _tasks  # noqa: E402

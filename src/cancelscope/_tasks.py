@@ -1,0 +1,267 @@
+"""Child tasks: `CancellationScope.spawn` and `TaskHandle`."""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import CancelledError
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
+
+from . import _scope
+from ._exceptions import CancelledFailure, TimeoutFailure
+
+if TYPE_CHECKING:
+    from ._scope import CancellationScope, _Request
+
+T = TypeVar("T")
+
+_PENDING = 0
+_RESULT = 1
+_ERROR = 2
+_CANCELLED = 3
+
+
+class _ChildScope(_scope.CancellationScope):
+    """The hidden scope at the root of each child task.
+
+    It makes ``handle.cancel()`` level-triggered for that child alone, and
+    carries the child's delivery bookkeeping. `CancellationScope.current()`
+    and ``parent`` look through it, so user code never sees it.
+    """
+
+    __slots__ = ("_handle",)
+    _hidden: ClassVar[bool] = True
+
+    def __init__(self, handle: TaskHandle[Any], name: str) -> None:
+        super().__init__(name=name, raise_on_cancel=False)
+        self._handle = handle
+
+    def _label(self) -> str:
+        return f"child task {self._name!r}"
+
+
+@final
+class TaskHandle(Generic[T]):
+    """A child task owned by a scope, as returned by `CancellationScope.spawn`.
+
+    ``await handle`` returns the child's result, raises its exception, or
+    raises `CancelledFailure` if the child was cancelled. Cancelling the task
+    that awaits a handle does not cancel the child: the child belongs to its
+    scope. ``done()``, ``result()`` and ``exception()`` behave as on
+    `asyncio.Future`.
+    """
+
+    __slots__ = ("__weakref__", "_outcome", "_owner", "_request", "_scope", "_state", "_waiters")
+
+    def __init__(self, owner: CancellationScope, name: str) -> None:
+        self._owner = owner
+        self._scope = _ChildScope(self, name)
+        self._state = _PENDING
+        self._outcome: Any = None
+        # The request that cancelled the child, when known.
+        self._request: _Request | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    @property
+    def name(self) -> str:
+        """The name given to `spawn`, or the coroutine's ``__qualname__``."""
+        name = self._scope._name
+        assert name is not None
+        return name
+
+    def done(self) -> bool:
+        """True once the child has finished (with a result, an error, or cancelled)."""
+        return self._state != _PENDING
+
+    def cancelled(self) -> bool:
+        """True if the child finished by being cancelled."""
+        return self._state == _CANCELLED
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel this child alone (not a failure of the scope).
+
+        Level-triggered like any scope cancellation; does nothing once the
+        child has finished. Safe from any thread.
+        """
+        if self._state == _PENDING:
+            self._scope.cancel(reason)
+
+    def result(self) -> T:
+        """The child's return value; raises its exception, or `CancelledFailure` if it was cancelled.
+
+        Raises `asyncio.InvalidStateError` while the child is running.
+        """
+        state = self._state
+        if state == _RESULT:
+            return self._outcome  # type: ignore[no-any-return]
+        if state == _ERROR:
+            raise self._outcome
+        if state == _CANCELLED:
+            raise self._cancelled_failure()
+        raise asyncio.InvalidStateError(f"child task {self.name!r} has not finished yet")
+
+    def exception(self) -> BaseException | None:
+        """The child's exception, or None if it returned; `CancelledFailure` raised if it was cancelled.
+
+        Raises `asyncio.InvalidStateError` while the child is running.
+        """
+        state = self._state
+        if state == _RESULT:
+            return None
+        if state == _ERROR:
+            return self._outcome  # type: ignore[no-any-return]
+        if state == _CANCELLED:
+            raise self._cancelled_failure()
+        raise asyncio.InvalidStateError(f"child task {self.name!r} has not finished yet")
+
+    def _cancelled_failure(self) -> CancelledFailure:
+        req = self._request
+        text = f"child task {self.name!r} was cancelled"
+        if req is None:
+            return CancelledFailure(text, reason=None, scope=self._owner)
+        text = f"child task {self.name!r} was {req.message}"
+        if req.deadline is not None:
+            return TimeoutFailure(text, reason=req.reason, scope=self._owner, deadline=req.deadline)
+        return CancelledFailure(text, reason=req.reason, scope=self._owner)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._state == _PENDING:
+            # One future per awaiter: cancelling an awaiter cancels only its
+            # own future, never the child.
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = []
+            waiters.append(fut)
+            try:
+                yield from fut
+            finally:
+                if not fut.done() or fut.cancelled():
+                    try:
+                        waiters.remove(fut)
+                    except ValueError:
+                        pass
+        return self.result()
+
+    def _finish(self, state: int, outcome: Any) -> None:
+        self._state = state
+        self._outcome = outcome
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def __repr__(self) -> str:
+        state = {_PENDING: "running", _RESULT: "done", _ERROR: "failed", _CANCELLED: "cancelled"}
+        return f"<TaskHandle {self.name!r} {state[self._state]}>"
+
+
+TaskHandle.__module__ = "cancelscope"
+
+
+def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
+    if asyncio.iscoroutine(fn):
+        if args:
+            fn.close()
+            raise TypeError(
+                "spawn() got a coroutine object and arguments; pass either a coroutine "
+                "object alone, or the async function and its arguments"
+            )
+        return fn  # type: ignore[return-value]
+    if not callable(fn):
+        raise TypeError(
+            f"spawn() needs an async function (with its arguments) or a coroutine "
+            f"object, not {type(fn).__name__}"
+        )
+    coro = fn(*args)
+    if not asyncio.iscoroutine(coro):
+        if hasattr(coro, "close") and asyncio.iscoroutine(coro):  # pragma: no cover
+            coro.close()
+        raise TypeError(
+            f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
+            "not a coroutine"
+        )
+    return coro  # type: ignore[return-value]
+
+
+def spawn(
+    scope: CancellationScope,
+    fn: Callable[..., Coroutine[Any, Any, T]] | Coroutine[Any, Any, T],
+    args: tuple[Any, ...],
+    name: str | None,
+) -> TaskHandle[T]:
+    state = scope._state
+    if state is not _scope._ENTERED and state is not _scope._EXITING:
+        what = "was never entered" if state is _scope._CREATED else "has finished"
+        if asyncio.iscoroutine(fn):
+            fn.close()
+        raise RuntimeError(f"cannot spawn into {scope!r}: it {what}")
+    if scope._sync or scope._hidden:
+        if asyncio.iscoroutine(fn):
+            fn.close()
+        raise RuntimeError(
+            f"cannot spawn into {scope!r}: it was entered with plain `with`; "
+            "use `async with` for a scope that owns child tasks"
+        )
+    task = scope._task
+    assert task is not None
+    loop = task.get_loop()
+    if asyncio._get_running_loop() is not loop:
+        if asyncio.iscoroutine(fn):
+            fn.close()
+        raise RuntimeError(
+            f"cannot spawn into {scope!r} from outside its event loop "
+            "(another thread or another loop)"
+        )
+    coro = _coroutine_from(fn, args)
+    if name is None:
+        name = getattr(coro, "__qualname__", None) or repr(coro)
+    handle: TaskHandle[T] = TaskHandle(scope, name)
+    children = scope._children
+    if children is None:
+        children = scope._children = {}
+    # Registered before the task exists: with an eager task factory the child
+    # may run, and even finish, inside create_task().
+    children[handle] = None
+    main = _child_main(scope, handle, coro)
+    try:
+        loop.create_task(main, name=name)
+    except BaseException:
+        del children[handle]
+        main.close()
+        coro.close()
+        raise
+    return handle
+
+
+async def _child_main(
+    owner: CancellationScope, handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any]
+) -> None:
+    """Run one child inside its hidden scope and record its outcome on the handle."""
+    scope = handle._scope
+    task = asyncio.current_task()
+    assert task is not None
+    ts = _scope._get_state(task)
+    if ts is None:
+        ts = _scope._new_state(task)
+    # Enter the hidden scope with the owner as parent.
+    ts.scope = owner
+    scope._enter(False)
+    try:
+        value = await coro
+    except BaseException as exc:
+        absorbed = scope._finish(task, type(exc), exc)
+        if absorbed or isinstance(exc, CancelledError):
+            handle._request = scope._cancelled_by
+            handle._finish(_CANCELLED, None)
+        else:
+            handle._finish(_ERROR, exc)
+            owner._child_failed(handle, exc)
+    else:
+        scope._finish(task, None, None)
+        handle._finish(_RESULT, value)
+    finally:
+        del coro
+        owner._child_done(handle)

@@ -1,0 +1,53 @@
+"""Test configuration: event-loop flavours and the virtual clock.
+
+Every async test runs on the default asyncio loop. Tests marked ``all_loops``
+also run with the eager task factory (3.12+) and on uvloop. Tests marked
+``virtual_clock`` run on a looptime loop whose clock starts at 0 and jumps to
+the next timer whenever the loop would sleep, so deadlines can be asserted
+exactly and cost no real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Mapping
+
+import looptime
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is not on every platform
+    uvloop = None
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def _eager_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    return loop
+
+
+def _virtual(factory: LoopFactory) -> LoopFactory:
+    def make() -> asyncio.AbstractEventLoop:
+        loop = factory()
+        return looptime.patch_event_loop(loop, start=0)  # type: ignore[no-any-return]
+
+    return make
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, LoopFactory]:
+    factories: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+    if item.get_closest_marker("all_loops") is not None:
+        if sys.version_info >= (3, 12):
+            factories["eager"] = _eager_loop
+        if uvloop is not None:
+            factories["uvloop"] = uvloop.new_event_loop
+    if item.get_closest_marker("virtual_clock") is not None:
+        # looptime patches the loop's class, which uvloop's compiled loop refuses.
+        factories = {k: _virtual(f) for k, f in factories.items() if k != "uvloop"}
+    return factories
