@@ -30,6 +30,7 @@ How it works, in brief (docs/semantics.md has the user-facing contract):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import math
 import sys
@@ -46,11 +47,9 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from typing_extensions import Self, TypeVarTuple, Unpack
+    from typing_extensions import Self
 
     from ._tasks import TaskHandle
-
-    Ts = TypeVarTuple("Ts")
 
 T = TypeVar("T")
 
@@ -534,10 +533,9 @@ class CancellationScope:
             loop = task.get_loop()
             if _get_running_loop() is not loop:
                 # Another thread (or no running loop): hand it to the loop.
-                try:
+                # A closed loop raises RuntimeError: nothing is left to cancel.
+                with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._cancel, reason)
-                except RuntimeError:  # the loop is closed: nothing left to cancel
-                    pass
                 return
             self._cancel(reason)
             if _current_task(loop) is None:
@@ -562,12 +560,15 @@ class CancellationScope:
         return _tasks.spawn(self, fn, args, name)
 
     def run(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> Coroutine[Any, Any, T]:
-        """Return an awaitable that enters this scope, awaits ``fn(*args)`` inside it and returns the result."""
-        if not callable(fn):
-            if asyncio.iscoroutine(fn):
-                fn.close()
+        """Return an awaitable that enters this scope, awaits ``fn(*args)`` and returns the result.
+
+        A non-callable ``fn`` raises `TypeError` at the call.
+        """
+        fn_obj: object = fn  # callers may pass anything at runtime
+        if not callable(fn_obj):
+            _close_if_coroutine(fn_obj)
             raise TypeError(
-                f"run() needs a callable returning an awaitable, not {type(fn).__name__}; "
+                f"run() needs a callable returning an awaitable, not {type(fn_obj).__name__}; "
                 "pass the async function and its arguments: scope.run(fn, *args)"
             )
         if self._state is not _CREATED:
@@ -670,7 +671,7 @@ class CancellationScope:
             what = "was never entered" if self._state is _CREATED else "has already exited"
             raise RuntimeError(f"{self!r} {what}; it cannot exit")
         task = _current_task()
-        if task is not self._task:
+        if task is None or task is not self._task:
             raise RuntimeError(
                 f"{self!r} was entered in {self._task!r} and must exit there, "
                 f"not in {task!r}"
@@ -897,6 +898,12 @@ def _noop() -> None:
     pass
 
 
+def _close_if_coroutine(obj: object) -> None:
+    # A coroutine object we refuse would otherwise warn "never awaited".
+    if asyncio.iscoroutine(obj):
+        obj.close()
+
+
 def current_deadline() -> float:
     """The effective deadline of the current task, ``math.inf`` if none.
 
@@ -940,7 +947,7 @@ def _make(
 def cancellable(fn: None = None, /, *, name: str | None = None) -> CancellationScope: ...
 @overload
 def cancellable(
-    fn: Callable[[Unpack[Ts]], Awaitable[T]], /, *args: Unpack[Ts], name: str | None = None
+    fn: Callable[..., Awaitable[T]], /, *args: Any, name: str | None = None
 ) -> Coroutine[Any, Any, T]: ...
 def cancellable(
     fn: Callable[..., Awaitable[T]] | None = None, /, *args: Any, name: str | None = None
@@ -956,7 +963,7 @@ def cancellable(
 def non_cancellable(fn: None = None, /, *, name: str | None = None) -> CancellationScope: ...
 @overload
 def non_cancellable(
-    fn: Callable[[Unpack[Ts]], Awaitable[T]], /, *args: Unpack[Ts], name: str | None = None
+    fn: Callable[..., Awaitable[T]], /, *args: Any, name: str | None = None
 ) -> Coroutine[Any, Any, T]: ...
 def non_cancellable(
     fn: Callable[..., Awaitable[T]] | None = None, /, *args: Any, name: str | None = None
@@ -976,9 +983,9 @@ def with_timeout(
 @overload
 def with_timeout(
     seconds: float | None,
-    fn: Callable[[Unpack[Ts]], Awaitable[T]],
+    fn: Callable[..., Awaitable[T]],
     /,
-    *args: Unpack[Ts],
+    *args: Any,
     name: str | None = None,
 ) -> Coroutine[Any, Any, T]: ...
 def with_timeout(
@@ -1003,9 +1010,9 @@ def with_deadline(
 @overload
 def with_deadline(
     when: float | None,
-    fn: Callable[[Unpack[Ts]], Awaitable[T]],
+    fn: Callable[..., Awaitable[T]],
     /,
-    *args: Unpack[Ts],
+    *args: Any,
     name: str | None = None,
 ) -> Coroutine[Any, Any, T]: ...
 def with_deadline(

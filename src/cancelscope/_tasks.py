@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from asyncio import CancelledError
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
@@ -87,7 +88,7 @@ class TaskHandle(Generic[T]):
             self._scope.cancel(reason)
 
     def result(self) -> T:
-        """The child's return value; raises its exception, or `CancelledFailure` if it was cancelled.
+        """The child's return value; raises its exception, or `CancelledFailure` if cancelled.
 
         Raises `asyncio.InvalidStateError` while the child is running.
         """
@@ -101,7 +102,7 @@ class TaskHandle(Generic[T]):
         raise asyncio.InvalidStateError(f"child task {self.name!r} has not finished yet")
 
     def exception(self) -> BaseException | None:
-        """The child's exception, or None if it returned; `CancelledFailure` raised if it was cancelled.
+        """The child's exception, or None if it returned; raises `CancelledFailure` if cancelled.
 
         Raises `asyncio.InvalidStateError` while the child is running.
         """
@@ -137,10 +138,8 @@ class TaskHandle(Generic[T]):
                 yield from fut
             finally:
                 if not fut.done() or fut.cancelled():
-                    try:
+                    with contextlib.suppress(ValueError):
                         waiters.remove(fut)
-                    except ValueError:
-                        pass
         return self.result()
 
     def _finish(self, state: int, outcome: Any) -> None:
@@ -169,7 +168,7 @@ def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
                 "spawn() got a coroutine object and arguments; pass either a coroutine "
                 "object alone, or the async function and its arguments"
             )
-        return fn  # type: ignore[return-value]
+        return fn
     if not callable(fn):
         raise TypeError(
             f"spawn() needs an async function (with its arguments) or a coroutine "
@@ -177,13 +176,11 @@ def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
         )
     coro = fn(*args)
     if not asyncio.iscoroutine(coro):
-        if hasattr(coro, "close") and asyncio.iscoroutine(coro):  # pragma: no cover
-            coro.close()
         raise TypeError(
             f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
             "not a coroutine"
         )
-    return coro  # type: ignore[return-value]
+    return coro
 
 
 def spawn(
@@ -195,12 +192,10 @@ def spawn(
     state = scope._state
     if state is not _scope._ENTERED and state is not _scope._EXITING:
         what = "was never entered" if state is _scope._CREATED else "has finished"
-        if asyncio.iscoroutine(fn):
-            fn.close()
+        _scope._close_if_coroutine(fn)
         raise RuntimeError(f"cannot spawn into {scope!r}: it {what}")
     if scope._sync or scope._hidden:
-        if asyncio.iscoroutine(fn):
-            fn.close()
+        _scope._close_if_coroutine(fn)
         raise RuntimeError(
             f"cannot spawn into {scope!r}: it was entered with plain `with`; "
             "use `async with` for a scope that owns child tasks"
@@ -209,8 +204,7 @@ def spawn(
     assert task is not None
     loop = task.get_loop()
     if asyncio._get_running_loop() is not loop:
-        if asyncio.iscoroutine(fn):
-            fn.close()
+        _scope._close_if_coroutine(fn)
         raise RuntimeError(
             f"cannot spawn into {scope!r} from outside its event loop "
             "(another thread or another loop)"
