@@ -286,6 +286,20 @@ def _rearm(task: asyncio.Task[Any], err: BaseException) -> None:
     task.cancel(msg)
 
 
+def _ours_310(exc: BaseException, delivered: int) -> bool:
+    """3.10 has no cancel counts: recognise a CancelledError cancelscope delivered.
+
+    Ours carry a `_CancelMessage`. A task awaiting another task that was
+    cancelled gets a fresh CancelledError without message on 3.10, so a
+    message-less one counts as ours if we delivered into this scope. A native
+    cancel landing in the same iteration as ours cannot be told apart (SPEC 8).
+    """
+    args = exc.args
+    if args and isinstance(args[0], _CancelMessage):
+        return True
+    return delivered > 0 and (not args or not args[0])
+
+
 def _check_time(value: float | None, what: str) -> float | None:
     """Validate a timeout or deadline: None/inf mean none; NaN is refused."""
     if value is None:
@@ -741,14 +755,18 @@ class CancellationScope:
             if _HAS_COUNTS:
                 for _ in range(delivered):
                     task.uncancel()
+            elif parent is not None and not self._hidden and exc_type is not None:
+                # 3.10 keeps no counts to undo; an outer scope may need to
+                # know that this CancelledError came from a delivery.
+                parent._delivered += delivered
         failures = self._failures
         if failures is not None:
             self._failures = None
-            return self._raise_group(task, failures, exc)
+            return self._raise_group(task, failures, exc, delivered)
         if exc_type is None or not issubclass(exc_type, CancelledError):
             return None
         assert exc is not None
-        if not self._owns(task, exc):
+        if not self._owns(task, exc, delivered):
             return None
         self._cancelled_caught = True
         if self._raise:
@@ -757,7 +775,7 @@ class CancellationScope:
             raise req.failure() from exc
         return True
 
-    def _owns(self, task: asyncio.Task[Any], exc: BaseException) -> bool:
+    def _owns(self, task: asyncio.Task[Any], exc: BaseException, delivered: int) -> bool:
         """Is ``exc`` (a CancelledError) this scope's own cancellation? (SPEC 7.3)"""
         if self._cancelled_by is None:
             return False
@@ -766,23 +784,20 @@ class CancellationScope:
             return False  # the outermost cancelled scope reports
         if _HAS_COUNTS:
             return task.cancelling() <= self._c0
-        # 3.10: no counts; recognise our own messages (a native cancel that
-        # lands in the same iteration is indistinguishable: documented).
-        args = exc.args
-        return bool(args) and isinstance(args[0], _CancelMessage)
+        return _ours_310(exc, delivered)
 
     def _raise_group(
-        self, task: asyncio.Task[Any], failures: list[BaseException], exc: BaseException | None
+        self,
+        task: asyncio.Task[Any],
+        failures: list[BaseException],
+        exc: BaseException | None,
+        delivered: int,
     ) -> bool | None:
         errors = list(failures)
         if isinstance(exc, CancelledError):
-            if self._owns(task, exc):
+            if self._owns(task, exc, delivered):
                 self._cancelled_caught = True
-            elif (
-                task.cancelling() > self._c0
-                if _HAS_COUNTS
-                else not (exc.args and isinstance(exc.args[0], _CancelMessage))
-            ):
+            elif task.cancelling() > self._c0 if _HAS_COUNTS else not _ours_310(exc, delivered):
                 # The group wins over a foreign cancellation; re-request it so
                 # it is not lost.
                 _rearm(task, exc)

@@ -7,6 +7,7 @@ bound, a swallowed cancellation), this runs the README's tour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import cancelscope as cs
@@ -22,11 +23,9 @@ async def _query(replica: int) -> str:
 async def _gather_leaves_zombies() -> list[str]:
     """Plain asyncio: gather fails, the sibling queries go on running."""
     tasks = [asyncio.ensure_future(_query(n)) for n in (1, 2, 3)]
-    try:
+    with contextlib.suppress(ConnectionError):
         await asyncio.gather(*tasks)
-    except ConnectionError:
-        pass
-    still_running = [f"replica-{n}" for n, t in zip((1, 2, 3), tasks) if not t.done()]
+    still_running = [f"replica-{n}" for n, t in zip((1, 2, 3), tasks, strict=True) if not t.done()]
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -74,9 +73,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] not in ([], ["--help"]):  # pragma: no cover - argument check
-        sys.exit("usage: python -m cancelscope.demo")
-    if sys.argv[1:] == ["--help"]:
+    if sys.argv[1:]:
         print(__doc__)
-    else:
-        asyncio.run(main())
+        sys.exit(0 if sys.argv[1:] in (["-h"], ["--help"]) else 2)
+    asyncio.run(main())
