@@ -51,7 +51,7 @@ async def main() -> None:
 
     print("2. cancellation is level-triggered: swallowing it once does not stop it")
     async with cs.move_on_after(0.1, name="poll") as scope:
-        while True:
+        for _attempt in range(100):
             try:
                 await asyncio.sleep(1)
             except asyncio.CancelledError as exc:
