@@ -18,22 +18,25 @@ import pytest
 
 try:
     import uvloop
+
+    HAVE_UVLOOP = True
 except ImportError:  # pragma: no cover - uvloop is not on every platform
-    uvloop = None
+    HAVE_UVLOOP = False
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
 def _eager_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
-    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
     return loop
 
 
 def _virtual(factory: LoopFactory) -> LoopFactory:
     def make() -> asyncio.AbstractEventLoop:
         loop = factory()
-        return looptime.patch_event_loop(loop, start=0)  # type: ignore[no-any-return]
+        assert isinstance(loop, asyncio.BaseEventLoop)
+        return looptime.patch_event_loop(loop, start=0)
 
     return make
 
@@ -45,7 +48,7 @@ def pytest_asyncio_loop_factories(
     if item.get_closest_marker("all_loops") is not None:
         if sys.version_info >= (3, 12):
             factories["eager"] = _eager_loop
-        if uvloop is not None:
+        if HAVE_UVLOOP:
             factories["uvloop"] = uvloop.new_event_loop
     if item.get_closest_marker("virtual_clock") is not None:
         # looptime patches the loop's class, which uvloop's compiled loop refuses.
