@@ -36,7 +36,7 @@ import math
 import sys
 import weakref
 from asyncio import CancelledError
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
@@ -124,6 +124,43 @@ class _Request:
         return CancelledFailure(text, reason=self.reason, scope=scope)
 
 
+class _RequestedFuture(asyncio.Future[CancelledFailure]):
+    """The `cancel_requested` future: awaiting it never cancels it.
+
+    Each awaiter waits on a future of its own, so cancelling one awaiter (say,
+    by its scope) leaves the shared future pending for the others. `_resolve`
+    resolves the awaiters' futures at once, before any cancellation the same
+    request delivers, so an awaiter inside the cancelled scope sees the result.
+    """
+
+    _waiters: list[asyncio.Future[None]] | None = None
+
+    def __await__(self) -> Generator[Any, None, CancelledFailure]:
+        if not self.done():
+            waiter: asyncio.Future[None] = self.get_loop().create_future()
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = []
+            waiters.append(waiter)
+            try:
+                yield from waiter
+            finally:
+                if waiter in waiters:
+                    waiters.remove(waiter)
+        return self.result()
+
+    __iter__ = __await__
+
+    def _resolve(self, failure: CancelledFailure) -> None:
+        if self.done():
+            return
+        self.set_result(failure)
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class _TaskState:
     """What cancelscope keeps per task, stored on the task object itself."""
 
@@ -186,7 +223,7 @@ def _check(task: asyncio.Task[Any]) -> None:
         return
     waiter = task._fut_waiter  # type: ignore[attr-defined]
     if waiter is not None:
-        if not waiter.done():
+        if not waiter.done() and not (scope._delivered and _in_children_wait(task)):
             task.cancel(req.message)
             scope._delivered += 1
         # The task's own wakeup callback was added first, so ours runs right
@@ -202,6 +239,42 @@ def _check(task: asyncio.Task[Any]) -> None:
             scope._delivered += 1
         ts.hooked = True
         task.get_loop().call_soon(_check, task)
+
+
+# Code objects of exits that, once they have seen a CancelledError, swallow
+# further ones while they wait for their children and re-raise the first at
+# the end (asyncio.TaskGroup, anyio's task group). Re-delivering into them
+# would only make the host spin while the children wind down.
+_children_wait_codes: set[object] = set()
+_children_wait_sources: set[str] = set()
+
+
+def _in_children_wait(task: asyncio.Task[Any]) -> bool:
+    """Is ``task`` suspended inside a known task-group exit? (re-delivery path only)"""
+    if len(_children_wait_sources) < 2:
+        _learn_children_waits()
+    coro: Any = task.get_coro()
+    while coro is not None:
+        if getattr(coro, "cr_code", None) in _children_wait_codes:
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
+
+
+def _learn_children_waits() -> None:
+    if "asyncio" not in _children_wait_sources:
+        _children_wait_sources.add("asyncio")
+        group = getattr(asyncio, "TaskGroup", None)
+        if group is not None:
+            _children_wait_codes.add(group.__aexit__.__code__)
+    if "anyio" not in _children_wait_sources:
+        backend = sys.modules.get("anyio._backends._asyncio")
+        if backend is not None:
+            _children_wait_sources.add("anyio")
+            aexit = getattr(getattr(backend, "TaskGroup", None), "__aexit__", None)
+            code = getattr(aexit, "__code__", None)
+            if code is not None:
+                _children_wait_codes.add(code)
 
 
 def _after_waiter(task: asyncio.Task[Any], _fut: object) -> None:
@@ -229,8 +302,8 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
     if scope._reached_by is None:
         scope._reached_by = req
         fut = scope._requested_fut
-        if fut is not None and not fut.done():
-            fut.set_result(req.failure())
+        if fut is not None:
+            fut._resolve(req.failure())
 
 
 def _carry(top: CancellationScope, req: _Request) -> None:
@@ -275,13 +348,27 @@ def _push_children(
 
 
 def _rearm(task: asyncio.Task[Any], err: BaseException) -> None:
-    """Re-request a foreign cancellation whose CancelledError had to be dropped.
+    """A foreign CancelledError had to be dropped (an exception won): request it again.
 
-    Keeps the cancel count unchanged (as asyncio.TaskGroup does since 3.13), so
-    the canceller's CancelledError arrives at the task's next suspension point.
+    Done at the task's next suspension point, and only if the canceller has not
+    withdrawn its request meanwhile: a TaskGroup or asyncio.timeout that the
+    winning exception passes through uncancels and relies on its count, and a
+    cancel re-requested at once would reach the task as a stray CancelledError
+    (before 3.13 ``uncancel()`` does not clear a pending cancel). The count is
+    left unchanged (``uncancel()`` then ``cancel()``), as asyncio.TaskGroup
+    does since 3.13.
     """
+    level = task.cancelling() if _HAS_COUNTS else 0
     msg = err.args[0] if err.args else None
+    task.get_loop().call_soon(_rearm_now, task, msg, level)
+
+
+def _rearm_now(task: asyncio.Task[Any], msg: object, level: int) -> None:
+    if task.done():
+        return
     if _HAS_COUNTS:
+        if task.cancelling() < level or level == 0:
+            return  # withdrawn by its canceller
         task.uncancel()
     task.cancel(msg)
 
@@ -400,7 +487,7 @@ class CancellationScope:
         self._reached_by: _Request | None = None
         # The loop this scope is bound to, once anything needs it before entry.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._requested_fut: asyncio.Future[CancelledFailure] | None = None
+        self._requested_fut: _RequestedFuture | None = None
         self._task: asyncio.Task[Any] | None = None
         self._parent: CancellationScope | None = None
         self._cancelled_caught = False
@@ -528,7 +615,7 @@ class CancellationScope:
                 task = self._task
                 loop = task.get_loop() if task is not None else asyncio.get_running_loop()
                 self._loop = loop
-            fut = loop.create_future()
+            fut = _RequestedFuture(loop=loop)
             req = self._reached_by
             if req is not None:
                 fut.set_result(req.failure())
@@ -610,6 +697,11 @@ class CancellationScope:
         tb: TracebackType | None,
     ) -> bool | None:
         task = self._exit_check()
+        if self._children:
+            raise RuntimeError(
+                f"{self!r} still has child tasks: a scope that owns children must "
+                "exit with `async with`, which waits for them"
+            )
         return self._finish(task, exc_type, exc)
 
     async def __aexit__(
@@ -654,7 +746,9 @@ class CancellationScope:
         self._parent = parent
         self._sync = sync
         if _HAS_COUNTS:
-            self._c0 = task.cancelling()
+            # A native cancel still pending from before entry (the task is
+            # running, so it can only be _must_cancel) is foreign, not ours.
+            self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
         self._state = _ENTERED
         ts.scope = self
         if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
@@ -797,7 +891,7 @@ class CancellationScope:
         if isinstance(exc, CancelledError):
             if self._owns(task, exc, delivered):
                 self._cancelled_caught = True
-            elif task.cancelling() > self._c0 if _HAS_COUNTS else not _ours_310(exc, delivered):
+            elif _HAS_COUNTS and task.cancelling() > self._c0:
                 # The group wins over a foreign cancellation; re-request it so
                 # it is not lost.
                 _rearm(task, exc)

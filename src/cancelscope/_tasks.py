@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import types
 from asyncio import CancelledError
 from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, final
 
 from . import _scope
 from ._exceptions import CancelledFailure, TimeoutFailure
@@ -160,8 +161,13 @@ class TaskHandle(Generic[T]):
 TaskHandle.__module__ = "cancelscope"
 
 
+def _is_coroutine(obj: object) -> TypeGuard[Coroutine[Any, Any, Any]]:
+    # Not asyncio.iscoroutine: before 3.12 it accepts plain generators.
+    return isinstance(obj, (types.CoroutineType, Coroutine))
+
+
 def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
-    if asyncio.iscoroutine(fn):
+    if _is_coroutine(fn):
         if args:
             fn.close()
             raise TypeError(
@@ -175,7 +181,7 @@ def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
             f"object, not {type(fn).__name__}"
         )
     coro = fn(*args)
-    if not asyncio.iscoroutine(coro):
+    if not _is_coroutine(coro):
         raise TypeError(
             f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
             "not a coroutine"
