@@ -164,7 +164,7 @@ class _RequestedFuture(asyncio.Future[CancelledFailure]):
 class _TaskState:
     """What cancelscope keeps per task, stored on the task object itself."""
 
-    __slots__ = ("__weakref__", "hooked", "scope")
+    __slots__ = ("__weakref__", "group_exit", "hooked", "scope")
 
     def __init__(self) -> None:
         # Invariant: the task's innermost open scope, or None outside any scope.
@@ -174,6 +174,9 @@ class _TaskState:
         # call_soon or as a done-callback of the future the task waits on; it
         # guarantees at most one delivery in flight per task.
         self.hooked = False
+        # The task-group exit coroutine a CancelledError was last delivered
+        # into: it swallows further ones while it waits, so none is sent again.
+        self.group_exit: object | None = None
 
 
 _STATE_ATTR = "_cancelscope_state"
@@ -223,9 +226,12 @@ def _check(task: asyncio.Task[Any]) -> None:
         return
     waiter = task._fut_waiter  # type: ignore[attr-defined]
     if waiter is not None:
-        if not waiter.done() and not (scope._delivered and _in_children_wait(task)):
-            task.cancel(req.message)
-            scope._delivered += 1
+        if not waiter.done():
+            group_exit = _children_wait(task)
+            if group_exit is None or group_exit is not ts.group_exit:
+                ts.group_exit = group_exit
+                task.cancel(req.message)
+                scope._delivered += 1
         # The task's own wakeup callback was added first, so ours runs right
         # after the task's next step; if the waiter is a task winding down
         # (anyio#1111) we simply wait for it.
@@ -243,22 +249,22 @@ def _check(task: asyncio.Task[Any]) -> None:
 
 # Code objects of exits that, once they have seen a CancelledError, swallow
 # further ones while they wait for their children and re-raise the first at
-# the end (asyncio.TaskGroup, anyio's task group). Re-delivering into them
-# would only make the host spin while the children wind down.
+# the end (asyncio.TaskGroup, anyio's task group). Delivering into the same
+# exit twice would only make the host spin while the children wind down.
 _children_wait_codes: set[object] = set()
 _children_wait_sources: set[str] = set()
 
 
-def _in_children_wait(task: asyncio.Task[Any]) -> bool:
-    """Is ``task`` suspended inside a known task-group exit? (re-delivery path only)"""
+def _children_wait(task: asyncio.Task[Any]) -> object | None:
+    """The task-group exit coroutine ``task`` is suspended in, if any (cancel path only)."""
     if len(_children_wait_sources) < 2:
         _learn_children_waits()
     coro: Any = task.get_coro()
     while coro is not None:
         if getattr(coro, "cr_code", None) in _children_wait_codes:
-            return True
+            return coro  # type: ignore[no-any-return]
         coro = getattr(coro, "cr_await", None)
-    return False
+    return None
 
 
 def _learn_children_waits() -> None:
