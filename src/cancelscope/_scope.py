@@ -39,7 +39,7 @@ from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
 
 from ._exceptions import CancelledFailure, TimeoutFailure
 
@@ -291,12 +291,16 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
     """Make sure ``task`` is (re)checked for delivery at its next suspension point."""
     if ts.hooked:
         return
-    if task is _current_task():
-        # The task is running: deliver once it has suspended.
+    waiter = task._fut_waiter  # type: ignore[attr-defined]
+    if waiter is not None and not waiter.done():
+        # Suspended on a future: deliver now, as asyncio.timeout does.
+        _check(task)
+    else:
+        # Running (possibly under an eager child's first step, gh-128550:
+        # then it is not the current task yet is mid-step), or its step is
+        # queued: look once the loop is back in control.
         ts.hooked = True
         task.get_loop().call_soon(_check, task)
-    else:
-        _check(task)
 
 
 def _reach(scope: CancellationScope, req: _Request) -> None:
@@ -364,7 +368,8 @@ def _rearm(task: asyncio.Task[Any], err: BaseException) -> None:
     left unchanged (``uncancel()`` then ``cancel()``), as asyncio.TaskGroup
     does since 3.13.
     """
-    level = task.cancelling() if _HAS_COUNTS else 0
+    counted = _HAS_COUNTS or _counts(task)
+    level = task.cancelling() if counted else -1
     msg = err.args[0] if err.args else None
     task.get_loop().call_soon(_rearm_now, task, msg, level)
 
@@ -372,25 +377,37 @@ def _rearm(task: asyncio.Task[Any], err: BaseException) -> None:
 def _rearm_now(task: asyncio.Task[Any], msg: object, level: int) -> None:
     if task.done():
         return
-    if _HAS_COUNTS:
+    if level >= 0:
         if task.cancelling() < level or level == 0:
             return  # withdrawn by its canceller
         task.uncancel()
     task.cancel(msg)
 
 
-def _ours_310(exc: BaseException, delivered: int) -> bool:
+def _counts(task: asyncio.Task[Any]) -> bool:
+    """3.10 only: does this task keep cancel counts anyway (a backported pure-Python task)?"""
+    return hasattr(task, "uncancel")
+
+
+def _ours_310(exc: BaseException) -> bool:
     """3.10 has no cancel counts: recognise a CancelledError cancelscope delivered.
 
     Ours carry a `_CancelMessage`. A task awaiting another task that was
-    cancelled gets a fresh CancelledError without message on 3.10, so a
-    message-less one counts as ours if we delivered into this scope. A native
+    cancelled gets a fresh CancelledError without message on 3.10, whose
+    ``__context__`` is the awaited task's own: look down that chain. A native
     cancel landing in the same iteration as ours cannot be told apart (SPEC 8).
     """
-    args = exc.args
-    if args and isinstance(args[0], _CancelMessage):
-        return True
-    return delivered > 0 and (not args or not args[0])
+    err: BaseException | None = exc
+    for _ in range(16):
+        if err is None:
+            break
+        args = err.args
+        if args and isinstance(args[0], _CancelMessage):
+            return True
+        if args and args[0]:
+            return False  # someone else's message
+        err = err.__context__ if isinstance(err.__context__, CancelledError) else None
+    return False
 
 
 def _check_time(value: float | None, what: str) -> float | None:
@@ -669,7 +686,8 @@ class CancellationScope:
     def run(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> Coroutine[Any, Any, T]:
         """Return an awaitable that enters this scope, awaits ``fn(*args)`` and returns the result.
 
-        A non-callable ``fn`` raises `TypeError` at the call.
+        A non-callable ``fn`` raises `TypeError` at the call. With
+        ``raise_on_cancel=False`` a cancelled run returns ``None``.
         """
         fn_obj: object = fn  # callers may pass anything at runtime
         if not callable(fn_obj):
@@ -685,6 +703,9 @@ class CancellationScope:
     async def _run(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         async with self:
             return await fn(*args)
+        # Only a raise_on_cancel=False scope gets here: it absorbed its own
+        # cancellation, and there is no result to return.
+        return None  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ enter / exit
 
@@ -701,7 +722,7 @@ class CancellationScope:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> bool:
         task = self._exit_check()
         if self._children:
             raise RuntimeError(
@@ -715,7 +736,7 @@ class CancellationScope:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> bool:
         task = self._exit_check()
         if not self._children:
             return self._finish(task, exc_type, exc)
@@ -729,8 +750,7 @@ class CancellationScope:
             if not isinstance(exc, CancelledError):
                 _rearm(task, foreign)
             return self._finish(task, exc_type, exc)
-        if self._finish(task, type(foreign), foreign):
-            return None
+        self._finish(task, type(foreign), foreign, foreign=True)
         raise foreign
 
     def _enter(self, sync: bool) -> None:
@@ -751,7 +771,7 @@ class CancellationScope:
         self._task = task
         self._parent = parent
         self._sync = sync
-        if _HAS_COUNTS:
+        if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
             self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
@@ -831,8 +851,12 @@ class CancellationScope:
         task: asyncio.Task[Any],
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
-    ) -> bool | None:
-        """Leave the scope; return True to swallow the exception, or raise the outcome."""
+        foreign: bool = False,
+    ) -> bool:
+        """Leave the scope; return True to swallow the exception, or raise the outcome.
+
+        ``foreign`` marks an exception known not to be the scope's own.
+        """
         timer = self._timer
         if timer is not None:
             timer.cancel()
@@ -852,22 +876,18 @@ class CancellationScope:
         delivered = self._delivered
         if delivered:
             self._delivered = 0
-            if _HAS_COUNTS:
+            if _HAS_COUNTS or _counts(task):
                 for _ in range(delivered):
                     task.uncancel()
-            elif parent is not None and not self._hidden and exc_type is not None:
-                # 3.10 keeps no counts to undo; an outer scope may need to
-                # know that this CancelledError came from a delivery.
-                parent._delivered += delivered
         failures = self._failures
         if failures is not None:
             self._failures = None
-            return self._raise_group(task, failures, exc, delivered)
+            return self._raise_group(task, failures, exc)
         if exc_type is None or not issubclass(exc_type, CancelledError):
-            return None
+            return False
         assert exc is not None
-        if not self._owns(task, exc, delivered):
-            return None
+        if foreign or not self._owns(task, exc):
+            return False
         self._cancelled_caught = True
         if self._raise:
             req = self._cancelled_by
@@ -875,29 +895,32 @@ class CancellationScope:
             raise req.failure() from exc
         return True
 
-    def _owns(self, task: asyncio.Task[Any], exc: BaseException, delivered: int) -> bool:
+    def _owns(self, task: asyncio.Task[Any], exc: BaseException) -> bool:
         """Is ``exc`` (a CancelledError) this scope's own cancellation? (SPEC 7.3)"""
         if self._cancelled_by is None:
             return False
         parent = self._parent
         if self._cancellable and parent is not None and parent._cancelled_by is not None:
             return False  # the outermost cancelled scope reports
-        if _HAS_COUNTS:
+        if _HAS_COUNTS or _counts(task):
             return task.cancelling() <= self._c0
-        return _ours_310(exc, delivered)
+        return _ours_310(exc)
 
     def _raise_group(
         self,
         task: asyncio.Task[Any],
         failures: list[BaseException],
         exc: BaseException | None,
-        delivered: int,
-    ) -> bool | None:
+    ) -> NoReturn:
         errors = list(failures)
         if isinstance(exc, CancelledError):
-            if self._owns(task, exc, delivered):
+            if self._owns(task, exc):
                 self._cancelled_caught = True
-            elif _HAS_COUNTS and task.cancelling() > self._c0:
+            elif (
+                task.cancelling() > self._c0
+                if _HAS_COUNTS or _counts(task)
+                else not _ours_310(exc)
+            ):
                 # The group wins over a foreign cancellation; re-request it so
                 # it is not lost.
                 _rearm(task, exc)
@@ -992,7 +1015,8 @@ class CancellationScope:
         elif self._deadline != _INF:
             task = self._task
             if task is not None:
-                parts.append(f"deadline={self._deadline - task.get_loop().time():+.3g}s")
+                remaining = self._deadline - task.get_loop().time()
+                parts.append(f"deadline={round(remaining, 3):+g}s")
             else:
                 parts.append(f"deadline={self._deadline:g}")
         if self._own_req is not None:
