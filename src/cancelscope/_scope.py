@@ -292,15 +292,19 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
     if ts.hooked:
         return
     waiter = task._fut_waiter  # type: ignore[attr-defined]
-    if waiter is not None and not waiter.done():
-        # Suspended on a future: deliver now, as asyncio.timeout does.
-        _check(task)
+    if waiter is None:
+        # Either its step is queued (deliver now: the step will carry it) or
+        # it is running: the current task, or a task mid-step under an eager
+        # child's first step (gh-128550), which is not the current task.
+        coro = task.get_coro()
+        running = getattr(coro, "cr_running", None) or getattr(coro, "gi_running", False)
     else:
-        # Running (possibly under an eager child's first step, gh-128550:
-        # then it is not the current task yet is mid-step), or its step is
-        # queued: look once the loop is back in control.
+        running = waiter.done()  # a wakeup is queued: look after it
+    if running:
         ts.hooked = True
         task.get_loop().call_soon(_check, task)
+    else:
+        _check(task)
 
 
 def _reach(scope: CancellationScope, req: _Request) -> None:
