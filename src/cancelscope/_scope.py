@@ -60,6 +60,7 @@ _INF = math.inf
 
 _current_task = asyncio.current_task
 _get_running_loop = asyncio._get_running_loop
+_Future = asyncio.Future
 
 
 class _State(enum.Enum):
@@ -164,7 +165,7 @@ class _RequestedFuture(asyncio.Future[CancelledFailure]):
 class _TaskState:
     """What cancelscope keeps per task, stored on the task object itself."""
 
-    __slots__ = ("__weakref__", "group_exit", "hooked", "scope")
+    __slots__ = ("__weakref__", "forwarded", "group_exit", "hooked", "scope")
 
     def __init__(self) -> None:
         # Invariant: the task's innermost open scope, or None outside any scope.
@@ -177,6 +178,8 @@ class _TaskState:
         # The task-group exit coroutine a CancelledError was last delivered
         # into: it swallows further ones while it waits, so none is sent again.
         self.group_exit: object | None = None
+        # 3.10 only: the last delivery went through a task or gather future.
+        self.forwarded = False
 
 
 _STATE_ATTR = "_cancelscope_state"
@@ -230,6 +233,9 @@ def _check(task: asyncio.Task[Any]) -> None:
             group_exit = _children_wait(task)
             if group_exit is None or group_exit is not ts.group_exit:
                 ts.group_exit = group_exit
+                # 3.10: a task or gather future passes the cancellation on and
+                # may hand back a CancelledError without our message.
+                ts.forwarded = type(waiter) is not _Future
                 task.cancel(req.message)
                 scope._delivered += 1
         # The task's own wakeup callback was added first, so ours runs right
@@ -393,25 +399,21 @@ def _counts(task: asyncio.Task[Any]) -> bool:
     return hasattr(task, "uncancel")
 
 
-def _ours_310(exc: BaseException) -> bool:
+def _ours_310(task: asyncio.Task[Any], exc: BaseException) -> bool:
     """3.10 has no cancel counts: recognise a CancelledError cancelscope delivered.
 
-    Ours carry a `_CancelMessage`. A task awaiting another task that was
-    cancelled gets a fresh CancelledError without message on 3.10, whose
-    ``__context__`` is the awaited task's own: look down that chain. A native
-    cancel landing in the same iteration as ours cannot be told apart (SPEC 8).
+    Ours carry a `_CancelMessage`. When the delivery went through a task or a
+    gather future, 3.10 hands the awaiter a fresh CancelledError without
+    message: that one counts as ours too. A native cancel landing in the same
+    iteration as ours cannot be told apart (SPEC 8).
     """
-    err: BaseException | None = exc
-    for _ in range(16):
-        if err is None:
-            break
-        args = err.args
-        if args and isinstance(args[0], _CancelMessage):
-            return True
-        if args and args[0]:
-            return False  # someone else's message
-        err = err.__context__ if isinstance(err.__context__, CancelledError) else None
-    return False
+    args = exc.args
+    if args and isinstance(args[0], _CancelMessage):
+        return True
+    if args and args[0]:
+        return False  # someone else's message
+    ts = _get_state(task)
+    return ts is not None and ts.forwarded
 
 
 def _check_time(value: float | None, what: str) -> float | None:
@@ -753,7 +755,10 @@ class CancellationScope:
         if exc is not None:
             if not isinstance(exc, CancelledError):
                 _rearm(task, foreign)
-            return self._finish(task, exc_type, exc)
+                return self._finish(task, exc_type, exc)
+            # The body's CancelledError goes on, never absorbed: a foreign
+            # cancellation is pending (3.10 could not tell by counting).
+            return self._finish(task, exc_type, exc, foreign=True)
         self._finish(task, type(foreign), foreign, foreign=True)
         raise foreign
 
@@ -908,7 +913,7 @@ class CancellationScope:
             return False  # the outermost cancelled scope reports
         if _HAS_COUNTS or _counts(task):
             return task.cancelling() <= self._c0
-        return _ours_310(exc)
+        return _ours_310(task, exc)
 
     def _raise_group(
         self,
@@ -923,7 +928,7 @@ class CancellationScope:
             elif (
                 task.cancelling() > self._c0
                 if _HAS_COUNTS or _counts(task)
-                else not _ours_310(exc)
+                else not _ours_310(task, exc)
             ):
                 # The group wins over a foreign cancellation; re-request it so
                 # it is not lost.
