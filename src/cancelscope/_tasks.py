@@ -53,10 +53,22 @@ class TaskHandle(Generic[T]):
     `asyncio.Future`.
     """
 
-    __slots__ = ("__weakref__", "_outcome", "_owner", "_request", "_scope", "_state", "_waiters")
+    __slots__ = (
+        "__weakref__",
+        "_loop",
+        "_outcome",
+        "_owner",
+        "_request",
+        "_scope",
+        "_state",
+        "_waiters",
+    )
 
-    def __init__(self, owner: CancellationScope, name: str) -> None:
+    def __init__(
+        self, owner: CancellationScope, name: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._owner = owner
+        self._loop = loop
         self._scope = _ChildScope(self, name)
         self._state = _PENDING
         self._outcome: Any = None
@@ -130,7 +142,13 @@ class TaskHandle(Generic[T]):
         if self._state == _PENDING:
             # One future per awaiter: cancelling an awaiter cancels only its
             # own future, never the child.
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            if loop is not self._loop:
+                raise RuntimeError(
+                    f"{self!r} belongs to another event loop; await it from the loop "
+                    "that runs its scope"
+                )
+            fut: asyncio.Future[None] = loop.create_future()
             waiters = self._waiters
             if waiters is None:
                 waiters = self._waiters = []
@@ -197,7 +215,11 @@ def spawn(
 ) -> TaskHandle[T]:
     state = scope._state
     if state is not _scope._ENTERED and state is not _scope._EXITING:
-        what = "was never entered" if state is _scope._CREATED else "has finished"
+        what = (
+            "was never entered; enter it with `async with` first"
+            if state is _scope._CREATED
+            else "has finished; spawn into a scope that is still open"
+        )
         _scope._close_if_coroutine(fn)
         raise RuntimeError(f"cannot spawn into {scope!r}: it {what}")
     if scope._sync or scope._hidden:
@@ -218,7 +240,7 @@ def spawn(
     coro = _coroutine_from(fn, args)
     if name is None:
         name = getattr(coro, "__qualname__", None) or repr(coro)
-    handle: TaskHandle[T] = TaskHandle(scope, name)
+    handle: TaskHandle[T] = TaskHandle(scope, name, loop)
     children = scope._children
     if children is None:
         children = scope._children = {}
