@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
@@ -91,7 +91,8 @@ def is_cancellation(exc: BaseException | None) -> bool:
     if isinstance(exc, (asyncio.CancelledError, CancelledFailure)):
         return True
     if isinstance(exc, BaseExceptionGroup):
-        return all(is_cancellation(e) for e in exc.exceptions)
+        group = cast("BaseExceptionGroup[BaseException]", exc)
+        return all(is_cancellation(e) for e in group.exceptions)
     return False
 
 

@@ -39,7 +39,7 @@ from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast, overload
 
 from ._exceptions import CancelledFailure, TimeoutFailure
 
@@ -208,6 +208,11 @@ def _new_state(task: asyncio.Task[Any]) -> _TaskState:
 # --------------------------------------------------------------------------- delivery
 
 
+def _waiter_of(task: asyncio.Task[Any]) -> asyncio.Future[Any] | None:
+    """The future ``task`` is suspended on (asyncio's private ``_fut_waiter``, as anyio reads)."""
+    return cast("asyncio.Future[Any] | None", getattr(task, "_fut_waiter"))  # noqa: B009
+
+
 def _check(task: asyncio.Task[Any]) -> None:
     """Deliver cancellation to ``task`` if its current scope is effectively cancelled.
 
@@ -227,7 +232,7 @@ def _check(task: asyncio.Task[Any]) -> None:
     # children; cancelling that wait would only make it spin.
     if req is None or scope._state is _EXITING:
         return
-    waiter = task._fut_waiter  # type: ignore[attr-defined]
+    waiter = _waiter_of(task)
     if waiter is not None:
         if not waiter.done():
             group_exit = _children_wait(task)
@@ -297,7 +302,7 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
     """Make sure ``task`` is (re)checked for delivery at its next suspension point."""
     if ts.hooked:
         return
-    waiter = task._fut_waiter  # type: ignore[attr-defined]
+    waiter = _waiter_of(task)
     if waiter is None:
         # Either its step is queued (deliver now: the step will carry it) or
         # it is running: the current task, or a task mid-step under an eager
@@ -416,7 +421,7 @@ def _ours_310(task: asyncio.Task[Any], exc: BaseException) -> bool:
     return ts is not None and ts.forwarded
 
 
-def _check_time(value: float | None, what: str) -> float | None:
+def _check_time(value: object, what: str) -> float | None:
     """Validate a timeout or deadline: None/inf mean none; NaN is refused."""
     if value is None:
         return None
@@ -476,6 +481,8 @@ class CancellationScope:
 
     # True only for the hidden per-child scope (see _tasks.py).
     _hidden: ClassVar[bool] = False
+    # task.cancelling() at entry, less a native cancel then pending (3.11+).
+    _c0: int
 
     def __init__(
         self,

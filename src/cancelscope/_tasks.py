@@ -238,9 +238,8 @@ def spawn(
             "(another thread or another loop)"
         )
     coro = _coroutine_from(fn, args)
-    if name is None:
-        name = getattr(coro, "__qualname__", None) or repr(coro)
-    handle: TaskHandle[T] = TaskHandle(scope, name, loop)
+    label: str = name if name is not None else getattr(coro, "__qualname__", None) or repr(coro)
+    handle: TaskHandle[T] = TaskHandle(scope, label, loop)
     children = scope._children
     if children is None:
         children = scope._children = {}
@@ -249,7 +248,7 @@ def spawn(
     children[handle] = None
     main = _child_main(scope, handle, coro)
     try:
-        loop.create_task(main, name=name)
+        loop.create_task(main, name=label)
     except BaseException:
         del children[handle]
         main.close()

@@ -68,8 +68,8 @@ async def main() -> None:
                 async with cs.non_cancellable(name="cleanup") as cleanup:
                     await asyncio.sleep(0.05)
                     print("   cleanup done; cancel requested:", cleanup.cancel_requested.done())
-    except cs.TimeoutFailure as exc:
-        print("  ", exc, "| a TimeoutError too:", isinstance(exc, TimeoutError))
+    except TimeoutError as exc:  # TimeoutFailure is a TimeoutError too
+        print(f"   {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":
