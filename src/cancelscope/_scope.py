@@ -454,30 +454,47 @@ class CancellationScope:
     ``loop.time()``) are mutually exclusive; ``None`` or ``math.inf`` mean none.
     """
 
+    # Fields touched by every entry and exit live in slots; the rest only
+    # change once a scope is cancelled, spawns, or is watched, and default to
+    # the class attributes below until then, so a scope that is never
+    # cancelled costs a few slot writes and no dict.
     __slots__ = (
+        "__dict__",
         "__weakref__",
         "_c0",
         "_cancellable",
-        "_cancelled_by",
-        "_cancelled_caught",
-        "_children",
         "_deadline",
-        "_delivered",
-        "_exit_fut",
-        "_failures",
-        "_loop",
         "_name",
-        "_own_req",
         "_parent",
         "_raise",
-        "_reached_by",
-        "_requested_fut",
         "_state",
         "_sync",
         "_task",
         "_timeout",
-        "_timer",
     )
+
+    # The first request made on this scope itself (cancel(), deadline, child
+    # failure): cancel_called, and the failure reported at exit.
+    _own_req: _Request | None = None
+    # Invariant (while open): the request that made this scope effectively
+    # cancelled, or None; never reset while open. Set by _carry/_enter.
+    _cancelled_by: _Request | None = None
+    # The first request that reached this scope (resolves cancel_requested).
+    _reached_by: _Request | None = None
+    # The loop this scope is bound to, once something needs it before entry.
+    _loop: asyncio.AbstractEventLoop | None = None
+    _requested_fut: _RequestedFuture | None = None
+    _cancelled_caught: bool = False
+    # Invariant: task.cancel() calls made while this scope was its host's
+    # current scope and not yet undone by uncancel() (done at exit).
+    _delivered: int = 0
+    _timer: asyncio.TimerHandle | None = None
+    # Open children (an insertion-ordered set); None until the first spawn.
+    _children: dict[TaskHandle[Any], None] | None = None
+    _failures: list[BaseException] | None = None
+    _exit_fut: asyncio.Future[None] | None = None
+    # Set at entry: entered with plain `with`.
+    _sync: bool
 
     # True only for the hidden per-child scope (see _tasks.py).
     _hidden: ClassVar[bool] = False
@@ -513,30 +530,8 @@ class CancellationScope:
         # Absolute loop time, inf for none. Set at entry, or by the setter.
         self._deadline = when
         self._state = _CREATED
-        # The first request made on this scope itself (cancel(), deadline,
-        # child failure): cancel_called and the failure reported at exit.
-        self._own_req: _Request | None = None
-        # Invariant (while open): the request that made this scope effectively
-        # cancelled, or None; never reset while open. Set by _carry/_enter.
-        self._cancelled_by: _Request | None = None
-        # The first request that reached this scope (resolves cancel_requested).
-        self._reached_by: _Request | None = None
-        # The loop this scope is bound to, once anything needs it before entry.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._requested_fut: _RequestedFuture | None = None
         self._task: asyncio.Task[Any] | None = None
         self._parent: CancellationScope | None = None
-        self._cancelled_caught = False
-        # Invariant: task.cancel() calls made while this scope was its host's
-        # current scope and not yet undone by uncancel() (done at exit).
-        self._delivered = 0
-        self._timer: asyncio.TimerHandle | None = None
-        # Open children (insertion-ordered set); None until the first spawn.
-        self._children: dict[TaskHandle[Any], None] | None = None
-        self._failures: list[BaseException] | None = None
-        self._exit_fut: asyncio.Future[None] | None = None
-        self._sync = False
-        self._c0 = 0
 
     # ------------------------------------------------------------------ public API
 
@@ -780,9 +775,12 @@ class CancellationScope:
         loop = self._loop
         if loop is not None and loop is not task.get_loop():
             raise RuntimeError(f"{self!r} belongs to another event loop than the one entering it")
-        ts = _get_state(task)
-        if ts is None:
-            ts = _new_state(task)
+        ts: _TaskState
+        holder: Any = task  # the attribute cancelscope sets on tasks
+        try:
+            ts = holder._cancelscope_state
+        except AttributeError:
+            ts = _get_state(task) or _new_state(task)
         parent = ts.scope
         self._task = task
         self._parent = parent
@@ -877,7 +875,12 @@ class CancellationScope:
         if timer is not None:
             timer.cancel()
             self._timer = None
-        ts: _TaskState = getattr(task, _STATE_ATTR, None) or _fallback_states[task]
+        ts: _TaskState
+        holder: Any = task  # the attribute cancelscope sets on tasks
+        try:
+            ts = holder._cancelscope_state
+        except AttributeError:
+            ts = _fallback_states[task]
         parent = self._parent
         self._state = _EXITED
         self._task = None
