@@ -79,39 +79,44 @@ _EXITED = _State.EXITED
 class _CancelMessage(str):
     """Message of every CancelledError cancelscope delivers: marks it as ours."""
 
-    request: _Request
+    __slots__ = ()
 
 
 class _Request:
-    """One cancel request: where it came from and why. Shared by every scope it reaches."""
+    """One cancel request: where it came from and why. Shared by every scope it reaches.
 
-    __slots__ = ("_message", "deadline", "origin", "reason")
+    It holds its origin weakly: the origin holds it (``_own_req``), and a
+    cancelled scope must not become a reference cycle.
+    """
+
+    __slots__ = ("_message", "_origin", "deadline", "reason")
 
     def __init__(
         self, origin: CancellationScope, reason: str | None, deadline: float | None = None
     ) -> None:
-        self.origin = origin
+        self._origin = weakref.ref(origin)
         self.reason = reason
         # Not None when the request is a deadline that passed.
         self.deadline = deadline
-        self._message: _CancelMessage | None = None
+        text = f"cancelled by {origin._label()}"
+        if reason is not None:
+            text += f": {reason}"
+        self._message = _CancelMessage(text)
+
+    @property
+    def origin(self) -> CancellationScope | None:
+        """The scope where the request was made (None once nothing else holds it)."""
+        return self._origin()
 
     @property
     def message(self) -> _CancelMessage:
-        msg = self._message
-        if msg is None:
-            text = f"cancelled by {self.origin._label()}"
-            if self.reason is not None:
-                text += f": {self.reason}"
-            msg = self._message = _CancelMessage(text)
-            msg.request = self
-        return msg
+        return self._message
 
     def failure(self, scope: CancellationScope | None = None) -> CancelledFailure:
         """The CancelledFailure describing this request (``scope`` defaults to the origin)."""
         if scope is None:
             scope = self.origin
-        label = scope._label()
+        label = scope._label() if scope is not None else "a scope"
         if self.deadline is not None:
             return TimeoutFailure(
                 f"{label} timed out (deadline exceeded)",
@@ -348,6 +353,8 @@ def _carry(top: CancellationScope, req: _Request) -> None:
         while scope is not None and scope is not upper:
             chain.append(scope)
             scope = scope._parent
+        if scope is None:  # pragma: no cover - defensive: the task left `upper`
+            continue
         for scope in reversed(chain):
             _reach(scope, req)
             if scope._cancelled_by is not None or not scope._cancellable:

@@ -31,12 +31,11 @@ class _ChildScope(_scope.CancellationScope):
     and ``parent`` look through it, so user code never sees it.
     """
 
-    __slots__ = ("_handle",)
+    __slots__ = ()
     _hidden: ClassVar[bool] = True
 
-    def __init__(self, handle: TaskHandle[Any], name: str) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__(name=name, raise_on_cancel=False)
-        self._handle = handle
 
     def _label(self) -> str:
         return f"child task {self._name!r}"
@@ -69,7 +68,7 @@ class TaskHandle(Generic[T]):
     ) -> None:
         self._owner = owner
         self._loop = loop
-        self._scope = _ChildScope(self, name)
+        self._scope = _ChildScope(name)
         self._state = _PENDING
         self._outcome: Any = None
         # The request that cancelled the child, when known.
@@ -284,5 +283,7 @@ async def _child_main(
         scope._finish(task, None, None)
         handle._finish(_RESULT, value)
     finally:
-        del coro
         owner._child_done(handle)
+        # A failure's traceback keeps this frame alive: drop what it would
+        # otherwise hold, so a failed child leaves no reference cycle.
+        del owner, handle, scope, coro, task, ts
