@@ -67,11 +67,15 @@ async def test_cancelled_nest_and_failed_child_leave_no_cycle(garbage: list[obje
         await asyncio.sleep(0)
         raise ValueError("boom")
 
-    with pytest.raises(ExceptionGroup) as info:
-        async with cs.cancellable(name="outer") as outer, cs.cancellable(name="inner"):
+    async def body(outer: cs.CancellationScope) -> None:
+        async with outer, cs.cancellable(name="inner"):
             outer.spawn(_sleep_long).cancel("one")
             outer.spawn(fail)
             await asyncio.sleep(3600)
+
+    outer = cs.cancellable(name="outer")
+    with pytest.raises(ExceptionGroup) as info:
+        await body(outer)
     assert [type(e) for e in info.value.exceptions] == [ValueError]
     del info
     assert outer.cancelled_caught
