@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 import looptime
 import pytest
 
+from ._helpers import eager_loop
+
 try:
     import uvloop
 
@@ -24,12 +26,6 @@ except ImportError:  # pragma: no cover - uvloop is not on every platform
     HAVE_UVLOOP = False
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
-
-
-def _eager_loop() -> asyncio.AbstractEventLoop:
-    loop = asyncio.new_event_loop()
-    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
-    return loop
 
 
 def _virtual(factory: LoopFactory) -> LoopFactory:
@@ -47,7 +43,7 @@ def pytest_asyncio_loop_factories(
     factories: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
     if item.get_closest_marker("all_loops") is not None:
         if sys.version_info >= (3, 12):
-            factories["eager"] = _eager_loop
+            factories["eager"] = eager_loop
         if HAVE_UVLOOP:
             factories["uvloop"] = uvloop.new_event_loop
     if item.get_closest_marker("virtual_clock") is not None:

@@ -6,16 +6,14 @@ import asyncio
 import importlib.resources
 import inspect
 import math
-import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 import cancelscope as cs
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+from ._helpers import BaseExceptionGroup, ExceptionGroup
 
 PUBLIC_NAMES = [
     "CancellationScope",
@@ -391,33 +389,34 @@ async def test_non_cancellable_run_form_is_shielded() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.virtual_clock
-async def test_with_timeout_run_form_times_out() -> None:
-    """with_timeout(s, fn) raises TimeoutFailure when fn outlives s seconds."""
+@pytest.mark.parametrize(
+    ("start", "run", "fires_at"),
+    [
+        pytest.param(0, lambda fn: cs.with_timeout(3, fn), 3, id="with_timeout"),
+        pytest.param(1, lambda fn: cs.with_deadline(4, fn), 4, id="with_deadline"),
+    ],
+)
+async def test_deadline_run_forms_time_out(
+    start: float,
+    run: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]],
+    fires_at: float,
+) -> None:
+    """The run forms raise TimeoutFailure when fn outlives the deadline.
+
+    with_timeout(s, fn) fires s seconds after the call; with_deadline(when, fn), called at 1,
+    fires at the absolute deadline.
+    """
     loop = asyncio.get_running_loop()
+    if start:
+        await asyncio.sleep(start)
 
     async def slow() -> None:
         await asyncio.sleep(100)
 
     with pytest.raises(cs.TimeoutFailure) as info:
-        await cs.with_timeout(3, slow)
-    assert loop.time() == 3
-    assert info.value.deadline == 3
-
-
-@pytest.mark.asyncio
-@pytest.mark.virtual_clock
-async def test_with_deadline_run_form_times_out() -> None:
-    """with_deadline(when, fn) raises TimeoutFailure at the absolute deadline."""
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep(1)
-
-    async def slow() -> None:
-        await asyncio.sleep(100)
-
-    with pytest.raises(cs.TimeoutFailure) as info:
-        await cs.with_deadline(4, slow)
-    assert loop.time() == 4
-    assert info.value.deadline == 4
+        await run(slow)
+    assert loop.time() == fires_at
+    assert info.value.deadline == fires_at
 
 
 @pytest.mark.asyncio

@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sys
 from typing import Any
 
 import pytest
 
 import cancelscope as cs
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import ExceptionGroup
-
-current = cs.CancellationScope.current
-
-
-async def _block() -> None:
-    """Wait forever (until cancelled)."""
-    await asyncio.Event().wait()
-
-
-def _assert_not_cancelling() -> None:
-    """The current task has no cancellation request left over (3.11+ can check directly)."""
-    if sys.version_info >= (3, 11):
-        task = asyncio.current_task()
-        assert task is not None
-        assert task.cancelling() == 0
+from ._helpers import (
+    HAS_COUNTS,
+    ExceptionGroup,
+    assert_not_cancelling,
+    cancelling,
+    children_failing_together,
+    current,
+    current_task,
+    fail_soon,
+    forever,
+    forever_noting_cancel,
+    forever_raising_on_cancel,
+    forever_returning_on_cancel,
+    run_with_failing_child,
+)
 
 
 async def _add(a: int, b: int) -> int:
@@ -38,6 +35,19 @@ async def _add(a: int, b: int) -> int:
 class _Worker:
     async def work(self) -> str:
         return "worked"
+
+
+async def _shrug_off_cancels(
+    started: asyncio.Event, record: list[str], times: int, result: str
+) -> str:
+    """Set started; catch ``times`` cancellations of a wait (noting each), then return result."""
+    started.set()
+    for attempt in range(times):
+        try:
+            await forever()
+        except asyncio.CancelledError:
+            record.append(f"cancelled {attempt}")
+    return result
 
 
 # --- spawn -----------------------------------------------------------------------------------
@@ -193,7 +203,7 @@ async def test_child_spawned_into_a_cancelled_scope_is_cancelled_by_its_first_su
         async with scope:
             scope.cancel("early")
             handles.append(scope.spawn(child))
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()
@@ -225,7 +235,7 @@ async def test_child_spawned_below_a_cancelled_parent_is_cancelled_by_its_first_
             outer.cancel("outer gone")
             async with cs.cancellable(name="inner") as inner:
                 handles.append(inner.spawn(child))
-                await _block()
+                await forever()
 
     with pytest.raises(cs.CancelledFailure) as info:
         await body()
@@ -250,23 +260,17 @@ async def test_child_failure_cancels_body_and_siblings_and_is_reported() -> None
         await sibling_started.wait()
         raise boom
 
-    async def sibling() -> None:
-        sibling_started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            record.append("sibling cancelled")
-            raise
-
     scope = cs.cancellable(name="owner")
     handles: list[cs.TaskHandle[None]] = []
 
     async def body() -> None:
         async with scope:
-            handles.append(scope.spawn(sibling))
+            handles.append(
+                scope.spawn(forever_noting_cancel, record, "sibling cancelled", sibling_started)
+            )
             handles.append(scope.spawn(failing, name="failer"))
             try:
-                await _block()
+                await forever()
             except asyncio.CancelledError:
                 record.append("body cancelled")
                 raise
@@ -321,24 +325,10 @@ async def test_failed_handle_raises_the_childs_exception() -> None:
 @pytest.mark.all_loops
 async def test_two_children_failing_together_are_both_reported() -> None:
     """Children that fail in the same loop iteration are all in the exit's group."""
-    go = asyncio.Event()
     first = ValueError("first")
     second = TypeError("second")
-
-    async def failing(exc: Exception) -> None:
-        await go.wait()
-        raise exc
-
-    async def body() -> None:
-        async with cs.cancellable() as scope:
-            scope.spawn(failing, first)
-            scope.spawn(failing, second)
-            await asyncio.sleep(0)
-            go.set()
-            await _block()
-
     with pytest.raises(ExceptionGroup) as info:
-        await body()
+        await children_failing_together(first, second)
     assert {id(e) for e in info.value.exceptions} == {id(first), id(second)}
     assert len(info.value.exceptions) == 2
 
@@ -355,18 +345,11 @@ async def test_child_failure_after_the_body_finished_cancels_siblings() -> None:
         await body_done.wait()
         raise boom
 
-    async def sibling() -> None:
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            record.append("sibling cancelled")
-            raise
-
     scope = cs.cancellable()
 
     async def body() -> None:
         async with scope:
-            scope.spawn(sibling)
+            scope.spawn(forever_noting_cancel, record, "sibling cancelled")
             scope.spawn(failing)
             body_done.set()
             record.append("body done")
@@ -415,7 +398,7 @@ async def test_cancelled_failure_from_a_childs_inner_scope_is_a_failure() -> Non
     async def child() -> None:
         async with cs.cancellable(name="child-inner") as inner:
             inner.cancel("inner reason")
-            await _block()
+            await forever()
 
     scope = cs.cancellable()
     handles: list[cs.TaskHandle[None]] = []
@@ -423,7 +406,7 @@ async def test_cancelled_failure_from_a_childs_inner_scope_is_a_failure() -> Non
     async def body() -> None:
         async with scope:
             handles.append(scope.spawn(child))
-            await _block()
+            await forever()
 
     with pytest.raises(ExceptionGroup) as info:
         await body()
@@ -445,20 +428,14 @@ async def test_body_exception_cancels_children_before_waiting() -> None:
     started = [asyncio.Event(), asyncio.Event()]
     error = KeyError("body")
 
-    async def child(index: int) -> None:
-        started[index].set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            record.append(f"child {index} cancelled")
-            raise
-
     handles: list[cs.TaskHandle[None]] = []
 
     async def body() -> None:
         async with cs.cancellable() as scope:
-            handles.append(scope.spawn(child, 0))
-            handles.append(scope.spawn(child, 1))
+            for index, event in enumerate(started):
+                handles.append(
+                    scope.spawn(forever_noting_cancel, record, f"child {index} cancelled", event)
+                )
             for event in started:
                 await event.wait()
             raise error
@@ -482,18 +459,12 @@ async def test_foreign_cancellation_of_the_body_cancels_children() -> None:
     child_started = asyncio.Event()
     handles: list[cs.TaskHandle[None]] = []
 
-    async def child() -> None:
-        child_started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            record.append("child cancelled")
-            raise
-
     async def victim() -> None:
         async with cs.cancellable() as scope:
-            handles.append(scope.spawn(child))
-            await _block()
+            handles.append(
+                scope.spawn(forever_noting_cancel, record, "child cancelled", child_started)
+            )
+            await forever()
 
     task = asyncio.create_task(victim())
     await child_started.wait()
@@ -537,20 +508,15 @@ async def test_handle_before_completion_is_not_done() -> None:
 async def test_cancelled_child_handle_raises_cancelled_failure_with_scope_and_reason() -> None:
     """A child cancelled with its scope: await/result()/exception() raise CancelledFailure."""
     child_started = asyncio.Event()
-
-    async def child() -> None:
-        child_started.set()
-        await _block()
-
     scope = cs.cancellable(name="owner")
     handles: list[cs.TaskHandle[None]] = []
 
     async def body() -> None:
         async with scope:
-            handles.append(scope.spawn(child))
+            handles.append(scope.spawn(forever, child_started))
             await child_started.wait()
             scope.cancel("shutting down")
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()
@@ -575,20 +541,12 @@ async def test_handle_cancel_cancels_that_child_alone_and_is_not_a_failure() -> 
     release = asyncio.Event()
     record: list[str] = []
 
-    async def victim() -> None:
-        victim_started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            record.append("victim cancelled")
-            raise
-
     async def other() -> str:
         await release.wait()
         return "other finished"
 
     async with cs.cancellable(name="owner") as scope:
-        doomed = scope.spawn(victim)
+        doomed = scope.spawn(forever_noting_cancel, record, "victim cancelled", victim_started)
         survivor = scope.spawn(other)
         await victim_started.wait()
         doomed.cancel("only you")
@@ -605,7 +563,7 @@ async def test_handle_cancel_cancels_that_child_alone_and_is_not_a_failure() -> 
     assert info.value.scope is scope
     with pytest.raises(cs.CancelledFailure):
         doomed.exception()
-    _assert_not_cancelling()
+    assert_not_cancelling()
 
 
 @pytest.mark.asyncio
@@ -613,17 +571,8 @@ async def test_handle_cancel_cancels_that_child_alone_and_is_not_a_failure() -> 
 async def test_child_that_catches_handle_cancel_and_returns_has_completed() -> None:
     """A child that catches its cancellation and returns a value completed with that value."""
     started = asyncio.Event()
-
-    async def stubborn() -> str:
-        started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            return "cleaned up"
-        return "never"
-
     async with cs.cancellable() as scope:
-        handle = scope.spawn(stubborn)
+        handle = scope.spawn(forever_returning_on_cancel, "cleaned up", started)
         await started.wait()
         handle.cancel("please stop")
         assert await handle == "cleaned up"
@@ -636,24 +585,15 @@ async def test_child_that_catches_handle_cancel_and_returns_has_completed() -> N
 async def test_child_that_catches_scope_cancel_and_returns_has_completed() -> None:
     """A child that returns a value after its scope's cancellation completed with that value."""
     started = asyncio.Event()
-
-    async def stubborn() -> str:
-        started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            return "cleaned up"
-        return "never"
-
     scope = cs.cancellable()
     handles: list[cs.TaskHandle[str]] = []
 
     async def body() -> None:
         async with scope:
-            handles.append(scope.spawn(stubborn))
+            handles.append(scope.spawn(forever_returning_on_cancel, "cleaned up", started))
             await started.wait()
             scope.cancel()
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()
@@ -775,7 +715,7 @@ async def test_children_of_a_non_cancellable_scope_are_shielded() -> None:
                     record.append("shielded body carries on")
                     release.set()
             record.append("shield exited")
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure) as info:
         await body()
@@ -799,20 +739,15 @@ async def test_children_of_a_non_cancellable_scope_are_shielded() -> None:
 async def test_cancel_on_a_non_cancellable_scope_reaches_its_own_children() -> None:
     """cancel() on a non-cancellable scope itself cancels its children."""
     started = asyncio.Event()
-
-    async def child() -> None:
-        started.set()
-        await _block()
-
     shield = cs.non_cancellable(name="shield")
     handles: list[cs.TaskHandle[None]] = []
 
     async def body() -> None:
         async with shield:
-            handles.append(shield.spawn(child))
+            handles.append(shield.spawn(forever, started))
             await started.wait()
             shield.cancel("own request")
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure) as info:
         await body()
@@ -828,25 +763,15 @@ async def test_outer_cancellation_reaches_children_at_every_suspension() -> None
     """A child below a cancelled scope is cancelled again at each suspension it tries."""
     started = asyncio.Event()
     record: list[str] = []
-
-    async def child() -> str:
-        started.set()
-        for attempt in range(3):
-            try:
-                await _block()
-            except asyncio.CancelledError:
-                record.append(f"cancelled {attempt}")
-        return "gave up waiting"
-
     outer = cs.cancellable(name="outer")
     handles: list[cs.TaskHandle[str]] = []
 
     async def body() -> None:
         async with outer, cs.cancellable(name="inner") as inner:
-            handles.append(inner.spawn(child))
+            handles.append(inner.spawn(_shrug_off_cancels, started, record, 3, "gave up waiting"))
             await started.wait()
             outer.cancel()
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()
@@ -864,7 +789,7 @@ async def test_no_child_outlives_its_scope_whatever_happens() -> None:
     async def stubborn() -> None:
         while True:
             try:
-                await _block()
+                await forever()
             except asyncio.CancelledError:
                 break
         await asyncio.sleep(0)
@@ -872,7 +797,7 @@ async def test_no_child_outlives_its_scope_whatever_happens() -> None:
     async def body() -> None:
         async with cs.cancellable() as scope:
             handles.append(scope.spawn(stubborn))
-            handles.append(scope.spawn(_block))
+            handles.append(scope.spawn(forever))
             await asyncio.sleep(0)
             raise RuntimeError("body fails")
 
@@ -880,7 +805,7 @@ async def test_no_child_outlives_its_scope_whatever_happens() -> None:
         await body()
     assert all(h.done() for h in handles)
     assert asyncio.all_tasks() == tasks_before
-    _assert_not_cancelling()
+    assert_not_cancelling()
 
 
 # --- edge cases ------------------------------------------------------------------------------
@@ -925,7 +850,7 @@ async def test_child_failing_before_its_first_suspension_cancels_the_body() -> N
             scope.spawn(failing)
             record.append("spawned")
             try:
-                await _block()
+                await forever()
             except asyncio.CancelledError:
                 record.append("body cancelled")
                 raise
@@ -975,10 +900,6 @@ async def test_child_failing_with_a_siblings_cancelled_failure_is_a_failure() ->
     """A child that lets a CancelledFailure escape (from awaiting a cancelled handle) failed."""
     started = asyncio.Event()
 
-    async def victim() -> None:
-        started.set()
-        await _block()
-
     async def dependent(handle: cs.TaskHandle[None]) -> None:
         await handle
 
@@ -986,12 +907,12 @@ async def test_child_failing_with_a_siblings_cancelled_failure_is_a_failure() ->
 
     async def body() -> None:
         async with scope:
-            victim_handle = scope.spawn(victim)
+            victim_handle = scope.spawn(forever, started)
             scope.spawn(dependent, victim_handle, name="dependent")
             await started.wait()
             await asyncio.sleep(0)
             victim_handle.cancel("victim only")
-            await _block()
+            await forever()
 
     with pytest.raises(ExceptionGroup) as info:
         await body()
@@ -1009,21 +930,10 @@ async def test_child_failure_in_a_non_cancellable_scope_cancels_its_body() -> No
     """A failure cancels a non-cancellable scope's own body too (its own request)."""
     boom = ValueError("boom")
     scope = cs.non_cancellable(name="shield")
-
-    async def body() -> None:
-        async with scope:
-            scope.spawn(_fail_soon, boom)
-            await _block()
-
     with pytest.raises(ExceptionGroup) as info:
-        await body()
+        await run_with_failing_child(scope, boom)
     assert list(info.value.exceptions) == [boom]
     assert scope.cancelled_caught
-
-
-async def _fail_soon(exc: BaseException) -> None:
-    await asyncio.sleep(0)
-    raise exc
 
 
 @pytest.mark.asyncio
@@ -1034,7 +944,7 @@ async def test_child_failure_in_a_move_on_scope_is_still_reported() -> None:
 
     async def body() -> None:
         async with cs.move_on_after(100) as scope:
-            scope.spawn(_fail_soon, boom)
+            scope.spawn(fail_soon, boom)
             await asyncio.sleep(3600)
 
     with pytest.raises(ExceptionGroup) as info:
@@ -1058,7 +968,7 @@ async def test_child_spawned_by_a_cancelled_task_belongs_to_the_nursery() -> Non
         async with cs.cancellable(name="spawner") as own:
             own.cancel("spawner stops")
             spawned.append(nursery.spawn(child))
-            await _block()
+            await forever()
 
     async with cs.cancellable(name="nursery") as nursery:
         with pytest.raises(cs.CancelledFailure):
@@ -1088,16 +998,15 @@ async def test_exit_keeps_waiting_for_a_shielded_child_when_the_host_is_cancelle
         return "finished"
 
     async def host() -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        task = current_task()
         try:
             async with cs.cancellable() as scope:
                 handles.append(scope.spawn(child))
                 record.append("body done")
         except asyncio.CancelledError:
             record.append("host cancelled")
-            if sys.version_info >= (3, 11):
-                counts.append(task.cancelling())
+            if HAS_COUNTS:
+                counts.append(cancelling(task))
             raise
 
     task = asyncio.create_task(host())
@@ -1112,7 +1021,7 @@ async def test_exit_keeps_waiting_for_a_shielded_child_when_the_host_is_cancelle
         await task
     assert record == ["body done", "child finished", "host cancelled"]
     assert handles[0].result() == "finished"
-    assert counts == ([1] if sys.version_info >= (3, 11) else [])
+    assert counts == ([1] if HAS_COUNTS else [])
 
 
 @pytest.mark.asyncio
@@ -1121,18 +1030,8 @@ async def test_handle_cancel_is_level_triggered_for_that_child() -> None:
     """A child cancelled through its handle is cancelled again at each later suspension."""
     started = asyncio.Event()
     record: list[str] = []
-
-    async def child() -> str:
-        started.set()
-        for attempt in range(2):
-            try:
-                await _block()
-            except asyncio.CancelledError:
-                record.append(f"cancelled {attempt}")
-        return "gave up"
-
     async with cs.cancellable() as scope:
-        handle = scope.spawn(child)
+        handle = scope.spawn(_shrug_off_cancels, started, record, 2, "gave up")
         await started.wait()
         handle.cancel()
     assert record == ["cancelled 0", "cancelled 1"]
@@ -1189,11 +1088,8 @@ async def test_child_cancelled_natively_is_not_a_failure() -> None:
     started = asyncio.Event()
 
     async def child() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        child_tasks.append(task)
-        started.set()
-        await _block()
+        child_tasks.append(current_task())
+        await forever(started)
 
     async with cs.cancellable() as scope:
         handle = scope.spawn(child)
@@ -1212,22 +1108,14 @@ async def test_failure_after_cancel_keeps_the_first_reason_and_is_reported() -> 
     """A child failing while the scope is already cancelled: group raised, first reason kept."""
     started = asyncio.Event()
     cleanup_error = OSError("cleanup failed")
-
-    async def child() -> None:
-        started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            raise cleanup_error from None
-
     scope = cs.cancellable()
 
     async def body() -> None:
         async with scope:
-            scope.spawn(child)
+            scope.spawn(forever_raising_on_cancel, cleanup_error, started)
             await started.wait()
             scope.cancel("first")
-            await _block()
+            await forever()
 
     with pytest.raises(ExceptionGroup) as info:
         await body()
@@ -1299,16 +1187,12 @@ async def test_child_cancelled_by_an_outer_request_names_its_own_scope() -> None
     inner = cs.cancellable(name="inner")
     handles: list[cs.TaskHandle[None]] = []
 
-    async def child() -> None:
-        started.set()
-        await _block()
-
     async def body() -> None:
         async with outer, inner:
-            handles.append(inner.spawn(child))
+            handles.append(inner.spawn(forever, started))
             await started.wait()
             outer.cancel("from outer")
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()
@@ -1326,13 +1210,9 @@ async def test_body_exception_in_a_non_cancellable_scope_cancels_its_children() 
     error = ValueError("body")
     handles: list[cs.TaskHandle[None]] = []
 
-    async def child() -> None:
-        started.set()
-        await _block()
-
     async def body() -> None:
         async with cs.non_cancellable() as scope:
-            handles.append(scope.spawn(child))
+            handles.append(scope.spawn(forever, started))
             await started.wait()
             raise error
 
@@ -1358,7 +1238,7 @@ async def test_plain_task_created_by_a_child_is_not_a_child() -> None:
 
     async def child() -> None:
         grandchildren.append(asyncio.create_task(plain()))
-        await _block()
+        await forever()
 
     scope = cs.cancellable()
 
@@ -1368,7 +1248,7 @@ async def test_plain_task_created_by_a_child_is_not_a_child() -> None:
             await asyncio.sleep(0)
             await asyncio.sleep(0)
             scope.cancel()
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()

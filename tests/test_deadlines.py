@@ -11,18 +11,9 @@ import pytest
 
 import cancelscope as cs
 
+from ._helpers import forever, live_timers
+
 NAN = math.nan
-
-
-def _live_timers() -> list[asyncio.TimerHandle]:
-    """The timer handles still scheduled (not cancelled) on the running loop."""
-    loop = asyncio.get_running_loop()
-    scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
-    return [handle for handle in scheduled if not handle.cancelled()]
-
-
-async def _forever() -> None:
-    await asyncio.Event().wait()
 
 
 # --------------------------------------------------------------------------- with_timeout
@@ -70,13 +61,13 @@ async def test_with_deadline_is_absolute() -> None:
 @pytest.mark.virtual_clock
 async def test_body_finishing_in_time_is_not_cancelled() -> None:
     """A body that finishes before the deadline exits normally and leaves no timer."""
-    baseline = _live_timers()
+    baseline = live_timers()
     async with cs.with_timeout(10) as scope:
         await asyncio.sleep(9)
     await asyncio.sleep(5)
     assert scope.cancel_called is False
     assert scope.cancelled_caught is False
-    assert _live_timers() == baseline
+    assert live_timers() == baseline
 
 
 # --------------------------------------------------------------------------- expired at entry
@@ -225,13 +216,13 @@ NO_DEADLINE: list[Any] = [
 async def test_inf_and_none_mean_no_deadline(make: Callable[[], cs.CancellationScope]) -> None:
     """math.inf and None mean no deadline for every timeout and deadline function."""
     loop = asyncio.get_running_loop()
-    baseline = _live_timers()
+    baseline = live_timers()
     scope = make()
     assert scope.deadline == math.inf
     async with scope:
         assert scope.deadline == math.inf
         assert cs.current_deadline() == math.inf
-        assert _live_timers() == baseline
+        assert live_timers() == baseline
         await asyncio.sleep(1000)
     assert loop.time() == 1000
     assert scope.cancel_called is False
@@ -313,19 +304,19 @@ async def test_past_deadline_set_before_entry_cancels_first_await() -> None:
 async def test_deadline_moved_while_active(new: float, fires_at: float) -> None:
     """Moving the deadline earlier or later while active reschedules the timer."""
     loop = asyncio.get_running_loop()
-    baseline = _live_timers()
+    baseline = live_timers()
     record: list[str] = []
     try:
         async with cs.with_timeout(5) as scope:
             await asyncio.sleep(1)
             scope.deadline = new
             record.append(f"deadline {scope.deadline:g}")
-            assert len(_live_timers()) == len(baseline) + 1
+            assert len(live_timers()) == len(baseline) + 1
             await asyncio.sleep(100)
     except cs.TimeoutFailure as failure:
         record.append(f"timeout at {loop.time():g} deadline={failure.deadline:g}")
     assert record == [f"deadline {new:g}", f"timeout at {fires_at:g} deadline={fires_at:g}"]
-    assert _live_timers() == baseline
+    assert live_timers() == baseline
 
 
 @pytest.mark.asyncio
@@ -369,10 +360,10 @@ async def test_deadline_set_to_past_while_active_cancels_next_await() -> None:
 async def test_deadline_set_to_inf_while_active_removes_it() -> None:
     """Setting the deadline to inf while active removes the timeout and its timer."""
     loop = asyncio.get_running_loop()
-    baseline = _live_timers()
+    baseline = live_timers()
     async with cs.with_timeout(5) as scope:
         scope.deadline = math.inf
-        assert _live_timers() == baseline
+        assert live_timers() == baseline
         assert cs.current_deadline() == math.inf
         await asyncio.sleep(50)
     assert loop.time() == 50
@@ -383,12 +374,12 @@ async def test_deadline_set_to_inf_while_active_removes_it() -> None:
 @pytest.mark.virtual_clock
 async def test_deadline_set_after_exit_has_no_effect() -> None:
     """Setting deadline after exit schedules nothing and cancels nothing."""
-    baseline = _live_timers()
+    baseline = live_timers()
     async with cs.with_timeout(5) as scope:
         await asyncio.sleep(1)
     scope.deadline = 0
     scope.deadline = 100
-    assert _live_timers() == baseline
+    assert live_timers() == baseline
     await asyncio.sleep(200)
     assert scope.cancel_called is False
     assert scope.cancelled_caught is False
@@ -402,7 +393,7 @@ async def test_deadline_set_after_exit_has_no_effect() -> None:
 @pytest.mark.all_loops
 async def test_cancel_before_deadline_reports_cancelled_failure() -> None:
     """cancel() before the deadline gives CancelledFailure, not TimeoutFailure; the timer goes."""
-    baseline = _live_timers()
+    baseline = live_timers()
     record: list[str] = []
     try:
         async with cs.with_timeout(10) as scope:
@@ -412,25 +403,25 @@ async def test_cancel_before_deadline_reports_cancelled_failure() -> None:
     except cs.CancelledFailure as failure:
         record.append(f"{type(failure).__name__} {failure.reason}")
     assert record == ["CancelledFailure manual"]
-    assert _live_timers() == baseline
+    assert live_timers() == baseline
 
 
 @pytest.mark.asyncio
 @pytest.mark.virtual_clock
 async def test_pre_cancelled_timeout_scope_reports_cancel() -> None:
     """A with_timeout scope cancelled before entry reports CancelledFailure and sets no timer."""
-    baseline = _live_timers()
+    baseline = live_timers()
     scope = cs.with_timeout(10)
     scope.cancel("before entry")
     record: list[str] = []
     try:
         async with scope:
-            record.append(f"timers: {len(_live_timers()) - len(baseline)}")
+            record.append(f"timers: {len(live_timers()) - len(baseline)}")
             await asyncio.sleep(0)
     except cs.CancelledFailure as failure:
         record.append(f"{type(failure).__name__} {failure.reason}")
     assert record == ["timers: 0", "CancelledFailure before entry"]
-    assert _live_timers() == baseline
+    assert live_timers() == baseline
 
 
 @pytest.mark.asyncio
@@ -476,7 +467,7 @@ async def test_timeout_failure_deadline_after_move() -> None:
     try:
         async with cs.with_timeout(3) as scope:
             scope.deadline = 7.25
-            await _forever()
+            await forever()
     except cs.TimeoutFailure as failure:
         record.append(failure.deadline)
     assert record == [7.25]
@@ -496,7 +487,7 @@ async def test_outer_deadline_first_outer_reports() -> None:
         async with cs.with_timeout(3, name="outer") as outer:
             try:
                 async with cs.with_timeout(10, name="inner") as inner:
-                    await _forever()
+                    await forever()
             except cs.CancelledFailure:
                 record.append("inner reported, wrong")
                 raise
@@ -517,7 +508,7 @@ async def test_inner_deadline_first_outer_goes_on() -> None:
     async with cs.with_timeout(10) as outer:
         try:
             async with cs.with_timeout(3) as inner:
-                await _forever()
+                await forever()
         except cs.TimeoutFailure as failure:
             record.append(f"inner {failure.scope is inner} at {loop.time():g}")
         await asyncio.sleep(5)
@@ -533,7 +524,7 @@ async def test_equal_deadlines_outermost_reports() -> None:
     record: list[str] = []
     try:
         async with cs.with_timeout(5, name="outer") as outer, cs.with_timeout(5, name="inner"):
-            await _forever()
+            await forever()
     except cs.TimeoutFailure as failure:
         record.append(f"outer reports: {failure.scope is outer}")
     assert record == ["outer reports: True"]
@@ -639,46 +630,46 @@ async def test_current_deadline_in_child_and_plain_task() -> None:
 @pytest.mark.all_loops
 async def test_no_timer_left_after_any_exit() -> None:
     """When a scope exits, by any path, no callback of it stays scheduled on the loop."""
-    baseline = _live_timers()
+    baseline = live_timers()
     record: list[str] = []
 
     async with cs.with_timeout(100):
         await asyncio.sleep(1)
-    record.append(f"normal {len(_live_timers()) - len(baseline)}")
+    record.append(f"normal {len(live_timers()) - len(baseline)}")
 
     try:
         async with cs.with_timeout(2):
-            await _forever()
+            await forever()
     except cs.TimeoutFailure:
-        record.append(f"timeout {len(_live_timers()) - len(baseline)}")
+        record.append(f"timeout {len(live_timers()) - len(baseline)}")
 
     try:
         async with cs.with_timeout(100) as scope:
             scope.cancel()
             await asyncio.sleep(0)
     except cs.CancelledFailure:
-        record.append(f"cancel {len(_live_timers()) - len(baseline)}")
+        record.append(f"cancel {len(live_timers()) - len(baseline)}")
 
     async with cs.move_on_after(3):
-        await _forever()
-    record.append(f"move_on {len(_live_timers()) - len(baseline)}")
+        await forever()
+    record.append(f"move_on {len(live_timers()) - len(baseline)}")
 
     try:
         async with cs.with_deadline(1000):
             raise KeyError("body error")
     except KeyError:
-        record.append(f"error {len(_live_timers()) - len(baseline)}")
+        record.append(f"error {len(live_timers()) - len(baseline)}")
 
     try:
         async with cs.with_timeout(50), cs.with_timeout(60), cs.with_timeout(1):
-            await _forever()
+            await forever()
     except cs.TimeoutFailure:
-        record.append(f"nested {len(_live_timers()) - len(baseline)}")
+        record.append(f"nested {len(live_timers()) - len(baseline)}")
 
     async with cs.with_timeout(100):
         with cs.with_timeout(100):
             pass
-    record.append(f"sync {len(_live_timers()) - len(baseline)}")
+    record.append(f"sync {len(live_timers()) - len(baseline)}")
 
     assert record == [
         "normal 0",
@@ -695,31 +686,31 @@ async def test_no_timer_left_after_any_exit() -> None:
 @pytest.mark.virtual_clock
 async def test_no_timer_left_after_outer_cancel() -> None:
     """A deadline scope unwound by an outer scope's cancellation leaves no timer behind."""
-    baseline = _live_timers()
+    baseline = live_timers()
     try:
         async with cs.cancellable() as outer, cs.with_timeout(100):
             outer.cancel()
             await asyncio.sleep(0)
     except cs.CancelledFailure as failure:
         assert failure.scope is outer  # noqa: PT017 - checks who reported in the same step
-    assert _live_timers() == baseline
+    assert live_timers() == baseline
 
 
 @pytest.mark.asyncio
 @pytest.mark.virtual_clock
 async def test_no_timer_left_after_native_cancel() -> None:
     """A deadline scope unwound by task.cancel() leaves no timer behind."""
-    baseline = _live_timers()
+    baseline = live_timers()
     entered = asyncio.Event()
 
     async def host() -> None:
         async with cs.with_timeout(100):
             entered.set()
-            await _forever()
+            await forever()
 
     task = asyncio.create_task(host())
     await entered.wait()
     task.cancel()
     results = await asyncio.gather(task, return_exceptions=True)
     assert isinstance(results[0], asyncio.CancelledError)
-    assert _live_timers() == baseline
+    assert live_timers() == baseline

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import anyio
@@ -14,37 +13,7 @@ import pytest
 
 import cancelscope as cs
 
-if sys.version_info >= (3, 11):
-    from asyncio import TaskGroup
-
-    def cancelling(task: asyncio.Task[Any]) -> int:
-        """task.cancelling() (3.11+)."""
-        return task.cancelling()
-
-else:  # pragma: no cover - the tests using these are skipped on 3.10
-
-    class TaskGroup:
-        """Stub: asyncio.TaskGroup needs 3.11."""
-
-        async def __aenter__(self) -> TaskGroup:
-            raise NotImplementedError
-
-        async def __aexit__(self, *exc: object) -> None:
-            raise NotImplementedError
-
-        def create_task(self, coro: Any) -> asyncio.Task[Any]:
-            raise NotImplementedError
-
-    def cancelling(task: asyncio.Task[Any]) -> int:
-        """task.cancelling() needs 3.11."""
-        raise NotImplementedError
-
-
-requires_311 = pytest.mark.skipif(sys.version_info < (3, 11), reason="needs 3.11+ asyncio")
-
-
-async def _forever() -> None:
-    await asyncio.Event().wait()
+from ._helpers import TaskGroup, cancelling, forever, forever_noting_cancel, requires_311
 
 
 class _CountingDeque(collections.deque[Any]):
@@ -93,6 +62,32 @@ async def _idle_iterations(n: int) -> int:
         for _ in range(n):
             await asyncio.sleep(0)
     return counting.scheduled
+
+
+async def _idle_callbacks_while_winding_down(
+    scope: cs.CancellationScope,
+    host: asyncio.Task[None],
+    winding: asyncio.Event,
+    release: asyncio.Event,
+    *,
+    turns_before_cancel: int = 2,
+) -> int:
+    """Cancel ``scope`` and count the loop's callbacks while its host waits on a slow wind-down.
+
+    Lets the host task run ``turns_before_cancel`` steps, cancels the scope, waits for
+    ``winding`` and three more turns, counts ten idle iterations, then sets ``release`` and
+    awaits the host.  Returns the count: exactly 10 means nothing spun.
+    """
+    for _ in range(turns_before_cancel):
+        await asyncio.sleep(0)
+    scope.cancel()
+    await winding.wait()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    spent = await _idle_iterations(10)
+    release.set()
+    await host
+    return spent
 
 
 # --------------------------------------------------------------------------- level-triggered
@@ -162,10 +157,10 @@ async def test_cancel_from_another_task_redelivers() -> None:
                 entered.set()
                 for _ in range(3):
                     try:
-                        await _forever()
+                        await forever()
                     except asyncio.CancelledError:
                         record.append("caught")
-                await _forever()
+                await forever()
         except cs.CancelledFailure as failure:
             record.append(f"failure {failure.reason}")
 
@@ -230,17 +225,17 @@ async def test_level_triggered_in_child_task() -> None:
         started.set()
         for _ in range(3):
             try:
-                await _forever()
+                await forever()
             except asyncio.CancelledError:
                 record.append("child caught")
-        await _forever()
+        await forever()
 
     try:
         async with cs.cancellable() as scope:
             handle = scope.spawn(child)
             await started.wait()
             scope.cancel()
-            await _forever()
+            await forever()
     except cs.CancelledFailure:
         record.append("failure")
     assert record == ["child caught", "child caught", "child caught", "failure"]
@@ -362,7 +357,7 @@ async def test_native_cancel_interrupts_non_cancellable() -> None:
             scopes.append(shield)
             shielded.set()
             try:
-                await _forever()
+                await forever()
             except asyncio.CancelledError as err:
                 record.append(f"shield body got {err.args}")
                 raise
@@ -409,7 +404,7 @@ async def test_cancelled_error_message_names_origin_scope() -> None:
         async with cs.cancellable(name="origin") as outer, cs.cancellable(name="bystander"):
             outer.cancel("reason-x")
             try:
-                await _forever()
+                await forever()
             except asyncio.CancelledError as err:
                 messages.append(str(err))
                 raise
@@ -489,7 +484,7 @@ async def test_no_busy_waiting_while_child_winds_down() -> None:
 
     async def child() -> None:
         try:
-            await _forever()
+            await forever()
         except asyncio.CancelledError:
             async with cs.non_cancellable():
                 winding.set()
@@ -501,100 +496,64 @@ async def test_no_busy_waiting_while_child_winds_down() -> None:
         try:
             async with scope:
                 scope.spawn(child)
-                await _forever()
+                await forever()
         except cs.CancelledFailure:
             record.append("host failure")
 
     scope = cs.cancellable()
     task = asyncio.create_task(host(scope))
-    await asyncio.sleep(0)
-    scope.cancel()
-    await winding.wait()
-    for _ in range(3):
-        await asyncio.sleep(0)
-    spent = await _idle_iterations(10)
-    release.set()
-    await task
+    spent = await _idle_callbacks_while_winding_down(
+        scope, task, winding, release, turns_before_cancel=1
+    )
     assert spent == 10
     assert record == ["child wound down", "host failure"]
 
 
+async def _wind_down_slowly(
+    winding: asyncio.Event, release: asyncio.Event, record: list[str]
+) -> None:
+    """Wait forever; once cancelled, set ``winding`` and finish only after ``release``."""
+    try:
+        await forever()
+    except asyncio.CancelledError:
+        winding.set()
+        await release.wait()
+        record.append("worker wound down")
+        raise
+
+
+WorkerAwaiter = Callable[[Coroutine[Any, Any, None]], Awaitable[object]]
+
+
 @pytest.mark.asyncio
 @pytest.mark.all_loops
-async def test_no_busy_waiting_awaiting_plain_task_winding_down() -> None:
-    """A cancelled host awaiting a plain task that winds down slowly does not spin (anyio#1111)."""
+@pytest.mark.parametrize(
+    "await_worker",
+    [
+        pytest.param(lambda work: asyncio.create_task(work), id="plain-task"),
+        pytest.param(lambda work: asyncio.gather(work), id="gather"),
+    ],
+)
+async def test_no_busy_waiting_awaiting_work_winding_down(await_worker: WorkerAwaiter) -> None:
+    """A cancelled host awaiting work that winds down slowly does not spin.
+
+    The work is a plain task (anyio#1111) or asyncio.gather of it.
+    """
     _require_ready_queue()
     winding = asyncio.Event()
     release = asyncio.Event()
     record: list[str] = []
 
-    async def worker() -> None:
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            winding.set()
-            await release.wait()
-            record.append("worker wound down")
-            raise
-
     async def host(scope: cs.CancellationScope) -> None:
         try:
             async with scope:
-                await asyncio.create_task(worker())
+                await await_worker(_wind_down_slowly(winding, release, record))
         except cs.CancelledFailure:
             record.append("host failure")
 
     scope = cs.cancellable()
     task = asyncio.create_task(host(scope))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    scope.cancel()
-    await winding.wait()
-    for _ in range(3):
-        await asyncio.sleep(0)
-    spent = await _idle_iterations(10)
-    release.set()
-    await task
-    assert spent == 10
-    assert record == ["worker wound down", "host failure"]
-
-
-@pytest.mark.asyncio
-@pytest.mark.all_loops
-async def test_no_busy_waiting_awaiting_gather_winding_down() -> None:
-    """A cancelled host awaiting asyncio.gather whose child winds down slowly does not spin."""
-    _require_ready_queue()
-    winding = asyncio.Event()
-    release = asyncio.Event()
-    record: list[str] = []
-
-    async def worker() -> None:
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            winding.set()
-            await release.wait()
-            record.append("worker wound down")
-            raise
-
-    async def host(scope: cs.CancellationScope) -> None:
-        try:
-            async with scope:
-                await asyncio.gather(worker())
-        except cs.CancelledFailure:
-            record.append("host failure")
-
-    scope = cs.cancellable()
-    task = asyncio.create_task(host(scope))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    scope.cancel()
-    await winding.wait()
-    for _ in range(3):
-        await asyncio.sleep(0)
-    spent = await _idle_iterations(10)
-    release.set()
-    await task
+    spent = await _idle_callbacks_while_winding_down(scope, task, winding, release)
     assert spent == 10
     assert record == ["worker wound down", "host failure"]
 
@@ -609,34 +568,17 @@ async def test_no_busy_waiting_in_taskgroup_exit() -> None:
     release = asyncio.Event()
     record: list[str] = []
 
-    async def worker() -> None:
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            winding.set()
-            await release.wait()
-            record.append("worker wound down")
-            raise
-
     async def host(scope: cs.CancellationScope) -> None:
         try:
             async with scope, TaskGroup() as tg:
-                tg.create_task(worker())
-                await _forever()
+                tg.create_task(_wind_down_slowly(winding, release, record))
+                await forever()
         except cs.CancelledFailure:
             record.append("host failure")
 
     scope = cs.cancellable()
     task = asyncio.create_task(host(scope))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    scope.cancel()
-    await winding.wait()
-    for _ in range(3):
-        await asyncio.sleep(0)
-    spent = await _idle_iterations(10)
-    release.set()
-    await task
+    spent = await _idle_callbacks_while_winding_down(scope, task, winding, release)
     assert record == ["worker wound down", "host failure"]
     assert spent == 10
     assert cancelling(task) == 0
@@ -653,7 +595,7 @@ async def test_no_busy_waiting_in_anyio_task_group_exit() -> None:
 
     async def worker() -> None:
         try:
-            await _forever()
+            await forever()
         except asyncio.CancelledError:
             winding.set()
             with anyio.CancelScope(shield=True):
@@ -665,21 +607,13 @@ async def test_no_busy_waiting_in_anyio_task_group_exit() -> None:
         try:
             async with scope, anyio.create_task_group() as tg:
                 tg.start_soon(worker)
-                await _forever()
+                await forever()
         except cs.CancelledFailure:
             record.append("host failure")
 
     scope = cs.cancellable()
     task = asyncio.create_task(host(scope))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    scope.cancel()
-    await winding.wait()
-    for _ in range(3):
-        await asyncio.sleep(0)
-    spent = await _idle_iterations(10)
-    release.set()
-    await task
+    spent = await _idle_callbacks_while_winding_down(scope, task, winding, release)
     assert record == ["worker wound down", "host failure"]
     assert spent == 10
 
@@ -694,7 +628,7 @@ async def test_gather_work_gets_one_shot_cancellation() -> None:
     async def work() -> str:
         started.set()
         try:
-            await _forever()
+            await forever()
         except asyncio.CancelledError:
             record.append("work cancelled once")
         await asyncio.sleep(0)
@@ -728,20 +662,36 @@ async def _guarded(coro: Coroutine[Any, Any, None], record: list[str]) -> None:
         record.append("hung: the guard fired")
 
 
-@requires_311
+async def _asyncio_task_group_of_one(record: list[str]) -> None:
+    """Run an asyncio.TaskGroup with one worker that notes its cancellation."""
+    async with TaskGroup() as tg:
+        tg.create_task(forever_noting_cancel(record, "worker cancelled"))
+
+
+async def _anyio_task_group_of_one(record: list[str]) -> None:
+    """Run an anyio task group with one worker that notes its cancellation."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(forever_noting_cancel, record, "worker cancelled")
+
+
 @pytest.mark.asyncio
 @pytest.mark.virtual_clock
 @pytest.mark.all_loops
-async def test_taskgroup_exit_cancelled_after_body_swallowed_one() -> None:
-    """A TaskGroup entered in a cancelled scope after the body swallowed a delivery is cancelled."""
-    record: list[str] = []
+@pytest.mark.parametrize(
+    "task_group_of_one",
+    [
+        pytest.param(_asyncio_task_group_of_one, marks=requires_311, id="asyncio.TaskGroup"),
+        pytest.param(_anyio_task_group_of_one, id="anyio"),
+    ],
+)
+async def test_task_group_exit_cancelled_after_body_swallowed_one(
+    task_group_of_one: Callable[[list[str]], Awaitable[None]],
+) -> None:
+    """A task group entered in a cancelled scope after the body swallowed a delivery is cancelled.
 
-    async def worker() -> None:
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            record.append("worker cancelled")
-            raise
+    Both an asyncio.TaskGroup and an anyio task group.
+    """
+    record: list[str] = []
 
     async def host() -> None:
         try:
@@ -751,9 +701,8 @@ async def test_taskgroup_exit_cancelled_after_body_swallowed_one() -> None:
                     await asyncio.sleep(0)
                 except asyncio.CancelledError:
                     record.append("body swallowed one")
-                async with TaskGroup() as tg:
-                    tg.create_task(worker())
-                record.append("TaskGroup exited normally")
+                await task_group_of_one(record)
+                record.append("task group exited normally")
         except cs.CancelledFailure as failure:
             record.append(f"failure {failure.reason}")
 
@@ -769,19 +718,12 @@ async def test_taskgroup_exit_cancelled_after_swallow_inside_its_body() -> None:
     """A delivery swallowed inside a TaskGroup body does not exempt the TaskGroup's exit."""
     record: list[str] = []
 
-    async def worker() -> None:
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            record.append("worker cancelled")
-            raise
-
     async def host(scope: cs.CancellationScope) -> None:
         try:
             async with scope, TaskGroup() as tg:
-                tg.create_task(worker())
+                tg.create_task(forever_noting_cancel(record, "worker cancelled"))
                 try:
-                    await _forever()
+                    await forever()
                 except asyncio.CancelledError:
                     record.append("body swallowed one")
         except cs.CancelledFailure as failure:
@@ -793,36 +735,4 @@ async def test_taskgroup_exit_cancelled_after_swallow_inside_its_body() -> None:
     await asyncio.sleep(0)
     scope.cancel("stop")
     await task
-    assert record == ["body swallowed one", "worker cancelled", "failure stop"]
-
-
-@pytest.mark.asyncio
-@pytest.mark.virtual_clock
-@pytest.mark.all_loops
-async def test_anyio_task_group_exit_cancelled_after_body_swallowed_one() -> None:
-    """An anyio task group entered in a cancelled scope after a swallowed delivery is cancelled."""
-    record: list[str] = []
-
-    async def worker() -> None:
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            record.append("worker cancelled")
-            raise
-
-    async def host() -> None:
-        try:
-            async with cs.cancellable() as scope:
-                scope.cancel("stop")
-                try:
-                    await asyncio.sleep(0)
-                except asyncio.CancelledError:
-                    record.append("body swallowed one")
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(worker)
-                record.append("task group exited normally")
-        except cs.CancelledFailure as failure:
-            record.append(f"failure {failure.reason}")
-
-    await _guarded(host(), record)
     assert record == ["body swallowed one", "worker cancelled", "failure stop"]

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-import threading
 from collections.abc import Callable
 
 import pytest
 
 import cancelscope as cs
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
-
-needs_cancelling = pytest.mark.skipif(
-    sys.version_info < (3, 11), reason="Task.cancelling()/uncancel() need Python 3.11+"
+from ._helpers import (
+    HAS_COUNTS,
+    BaseExceptionGroup,
+    ExceptionGroup,
+    assert_not_cancelling,
+    cancelling,
+    children_failing_together,
+    current_task,
+    fail_soon,
+    forever,
+    forever_noting_cancel,
+    forever_raising_on_cancel,
+    forever_returning_on_cancel,
+    live_timers,
+    requires_311,
+    run_on_private_loop,
+    run_with_failing_child,
+    timeout,
 )
 
 
@@ -24,50 +35,15 @@ class _Abort(BaseException):
     """A BaseException that is not an Exception (and, unlike Ctrl-C, stays inside its task)."""
 
 
-async def _block() -> None:
-    """Wait forever (until cancelled)."""
-    await asyncio.Event().wait()
-
-
-def _assert_not_cancelling() -> None:
-    """The current task has no cancellation request left over (3.11+ can check directly)."""
-    if sys.version_info >= (3, 11):
-        task = asyncio.current_task()
-        assert task is not None
-        assert task.cancelling() == 0
-
-
 async def _assert_no_cancellation_leaks() -> None:
     """Later awaits in this task are not cancelled, and no request is left pending."""
-    _assert_not_cancelling()
+    assert_not_cancelling()
     for _ in range(3):
         await asyncio.sleep(0)
     event = asyncio.Event()
     asyncio.get_running_loop().call_soon(event.set)
     await event.wait()
-    _assert_not_cancelling()
-
-
-def _cancelling(task: asyncio.Task[object]) -> int:
-    """task.cancelling(), or -1 where Python has no such count (3.10)."""
-    count = -1
-    if sys.version_info >= (3, 11):
-        count = task.cancelling()
-    return count
-
-
-def _live_timers() -> set[asyncio.TimerHandle]:
-    """Timer handles still scheduled (not cancelled) on the running loop."""
-    loop = asyncio.get_running_loop()
-    scheduled: list[asyncio.TimerHandle] | None = getattr(loop, "_scheduled", None)
-    if scheduled is None:  # pragma: no cover - uvloop keeps its timers private
-        return set()
-    return {handle for handle in scheduled if not handle.cancelled()}
-
-
-async def _fail_after_turn(exc: BaseException) -> None:
-    await asyncio.sleep(0)
-    raise exc
+    assert_not_cancelling()
 
 
 # --- step 1: child failures give a group -----------------------------------------------------
@@ -79,14 +55,8 @@ async def test_one_child_failure_gives_a_group_of_one() -> None:
     """A single child failure is raised as an ExceptionGroup holding that very exception."""
     boom = ValueError("boom")
     scope = cs.cancellable(name="owner")
-
-    async def body() -> None:
-        async with scope:
-            scope.spawn(_fail_after_turn, boom)
-            await _block()
-
     with pytest.raises(ExceptionGroup) as info:
-        await body()
+        await run_with_failing_child(scope, boom)
     assert len(info.value.exceptions) == 1
     assert info.value.exceptions[0] is boom
     # The body was unwound by the scope's own cancellation, which the scope absorbed.
@@ -100,22 +70,8 @@ async def test_non_exception_child_failure_gives_a_base_exception_group() -> Non
     """A child ending with a BaseException that is not an Exception gives a BaseExceptionGroup."""
     abort = _Abort()
     boom = ValueError("boom")
-    go = asyncio.Event()
-
-    async def failing(exc: BaseException) -> None:
-        await go.wait()
-        raise exc
-
-    async def body() -> None:
-        async with cs.cancellable() as scope:
-            scope.spawn(failing, abort)
-            scope.spawn(failing, boom)
-            await asyncio.sleep(0)
-            go.set()
-            await _block()
-
     with pytest.raises(BaseExceptionGroup) as info:
-        await body()
+        await children_failing_together(abort, boom)
     assert not isinstance(info.value, ExceptionGroup)
     assert {id(e) for e in info.value.exceptions} == {id(abort), id(boom)}
 
@@ -125,14 +81,8 @@ async def test_non_exception_child_failure_gives_a_base_exception_group() -> Non
 async def test_single_non_exception_child_failure_gives_a_base_exception_group_of_one() -> None:
     """One child ending with a non-Exception BaseException gives a BaseExceptionGroup of one."""
     abort = _Abort()
-
-    async def body() -> None:
-        async with cs.cancellable() as scope:
-            scope.spawn(_fail_after_turn, abort)
-            await _block()
-
     with pytest.raises(BaseExceptionGroup) as info:
-        await body()
+        await run_with_failing_child(cs.cancellable(), abort)
     assert not isinstance(info.value, ExceptionGroup)
     assert list(info.value.exceptions) == [abort]
 
@@ -148,11 +98,8 @@ async def test_keyboard_interrupt_from_body_with_child_failure_gives_a_base_exce
 
     async def body() -> None:
         async with cs.cancellable() as scope:
-            scope.spawn(_fail_after_turn, boom)
-            try:
-                await _block()
-            except asyncio.CancelledError:
-                raise interrupt from None
+            scope.spawn(fail_soon, boom)
+            await forever_raising_on_cancel(interrupt)
 
     # Catch everything inside this task: a KeyboardInterrupt escaping a task stops the loop.
     caught: BaseException | None = None
@@ -175,11 +122,8 @@ async def test_body_exception_raised_on_failure_cancellation_joins_the_group() -
 
     async def body() -> None:
         async with scope:
-            scope.spawn(_fail_after_turn, boom)
-            try:
-                await _block()
-            except asyncio.CancelledError:
-                raise cleanup_error from None
+            scope.spawn(fail_soon, boom)
+            await forever_raising_on_cancel(cleanup_error)
 
     with pytest.raises(ExceptionGroup) as info:
         await body()
@@ -197,16 +141,9 @@ async def test_body_exception_and_child_failing_on_cancellation_are_grouped() ->
     body_error = KeyError("body")
     child_error = OSError("child cleanup failed")
 
-    async def child() -> None:
-        started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            raise child_error from None
-
     async def body() -> None:
         async with cs.cancellable() as scope:
-            scope.spawn(child)
+            scope.spawn(forever_raising_on_cancel, child_error, started)
             await started.wait()
             raise body_error
 
@@ -253,13 +190,9 @@ async def test_body_exception_propagates_unchanged() -> None:
     started = asyncio.Event()
     scope = cs.cancellable()
 
-    async def child() -> None:
-        started.set()
-        await _block()
-
     async def body() -> None:
         async with scope:
-            scope.spawn(child)
+            scope.spawn(forever, started)
             await started.wait()
             raise error
 
@@ -283,7 +216,7 @@ async def test_inner_cancelled_failure_propagates_unchanged_through_outer_scope(
             try:
                 async with inner:
                     inner.cancel("inner only")
-                    await _block()
+                    await forever()
             except cs.CancelledFailure as exc:
                 raised.append(exc)
                 raise
@@ -327,10 +260,7 @@ async def test_error_raised_while_handling_own_cancellation_propagates() -> None
     async def body() -> None:
         async with scope:
             scope.cancel()
-            try:
-                await _block()
-            except asyncio.CancelledError:
-                raise error from None
+            await forever_raising_on_cancel(error)
 
     with pytest.raises(RuntimeError) as info:
         await body()
@@ -353,11 +283,7 @@ async def test_own_cancellation_becomes_cancelled_failure_caused_by_the_absorbed
     async def body() -> None:
         async with scope:
             scope.cancel("my reason")
-            try:
-                await _block()
-            except asyncio.CancelledError as exc:
-                absorbed.append(exc)
-                raise
+            await forever(on_cancel=absorbed.append)
 
     with pytest.raises(cs.CancelledFailure) as info:
         await body()
@@ -379,7 +305,7 @@ async def test_cancel_with_no_reason_gives_a_failure_with_reason_none() -> None:
     async def body() -> None:
         async with scope:
             scope.cancel()
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure) as info:
         await body()
@@ -393,7 +319,7 @@ async def test_cancel_with_no_reason_gives_a_failure_with_reason_none() -> None:
 async def test_deadline_becomes_timeout_failure_caused_by_the_absorbed_error() -> None:
     """A passed deadline exits with TimeoutFailure (a TimeoutError) caused by the CancelledError."""
     loop = asyncio.get_running_loop()
-    timers_before = _live_timers()
+    timers_before = live_timers()
     scope = cs.with_timeout(10, name="slow")
     absorbed: list[asyncio.CancelledError] = []
 
@@ -414,7 +340,7 @@ async def test_deadline_becomes_timeout_failure_caused_by_the_absorbed_error() -
     assert info.value.__cause__ is absorbed[0]
     assert scope.cancelled_caught
     assert loop.time() == 10
-    assert _live_timers() == timers_before
+    assert live_timers() == timers_before
     await _assert_no_cancellation_leaks()
 
 
@@ -436,7 +362,7 @@ async def test_silent_forms_exit_normally_on_their_deadline(
 ) -> None:
     """move_on_after/move_on_at/raise_on_cancel=False swallow their own cancellation."""
     loop = asyncio.get_running_loop()
-    timers_before = _live_timers()
+    timers_before = live_timers()
     record: list[str] = []
     async with make(loop.time()) as scope:
         try:
@@ -448,7 +374,7 @@ async def test_silent_forms_exit_normally_on_their_deadline(
     assert scope.cancel_called
     assert scope.cancelled_caught
     assert loop.time() == 3
-    assert _live_timers() == timers_before
+    assert live_timers() == timers_before
     await _assert_no_cancellation_leaks()
 
 
@@ -458,7 +384,7 @@ async def test_raise_on_cancel_false_exits_normally_on_cancel() -> None:
     """A raise_on_cancel=False scope cancelled by cancel() exits normally."""
     async with cs.CancellationScope(raise_on_cancel=False) as scope:
         scope.cancel("quietly")
-        await _block()
+        await forever()
     assert scope.cancelled_caught
     assert scope.cancel_reason == "quietly"
     await _assert_no_cancellation_leaks()
@@ -480,11 +406,7 @@ async def test_with_nested_cancelled_scopes_the_outermost_reports(outer_first: b
                 async with inner:
                     for scope in (outer, inner) if outer_first else (inner, outer):
                         scope.cancel(scope.name)
-                    try:
-                        await _block()
-                    except asyncio.CancelledError as exc:
-                        seen.append(exc)
-                        raise
+                    await forever(on_cancel=seen.append)
             except BaseException as exc:
                 passed.append(exc)
                 raise
@@ -513,7 +435,7 @@ async def test_below_a_shield_the_scope_under_the_shield_reports() -> None:
             async with cs.non_cancellable(name="shield"), inner:
                 outer.cancel("outer")
                 inner.cancel("inner")
-                await _block()
+                await forever()
             record.append("not reached")
 
     with pytest.raises(cs.CancelledFailure) as info:
@@ -528,7 +450,7 @@ async def test_below_a_shield_the_scope_under_the_shield_reports() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.all_loops
-@needs_cancelling
+@requires_311
 @pytest.mark.parametrize("native_first", [True, False], ids=["native-first", "scope-first"])
 async def test_a_pending_native_cancel_is_not_absorbed(native_first: bool) -> None:
     """Own cancel plus a native task.cancel(): the scope re-raises; cancelling() stays 1."""
@@ -536,8 +458,7 @@ async def test_a_pending_native_cancel_is_not_absorbed(native_first: bool) -> No
     observed: list[int] = []
 
     async def victim() -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        task = current_task()
         try:
             async with scope:
                 if native_first:
@@ -546,9 +467,9 @@ async def test_a_pending_native_cancel_is_not_absorbed(native_first: bool) -> No
                 else:
                     scope.cancel("own")
                     task.cancel("native")
-                await _block()
+                await forever()
         except asyncio.CancelledError:
-            observed.append(_cancelling(task))
+            observed.append(cancelling(task))
             raise
 
     task = asyncio.create_task(victim())
@@ -573,19 +494,13 @@ async def test_native_cancel_is_reraised_as_the_same_object() -> None:
     counts: list[int] = []
 
     async def victim() -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        task = current_task()
         try:
             async with scope:
-                started.set()
-                try:
-                    await _block()
-                except asyncio.CancelledError as exc:
-                    inside.append(exc)
-                    raise
+                await forever(started, on_cancel=inside.append)
         except asyncio.CancelledError as exc:
             outside.append(exc)
-            counts.append(_cancelling(task))
+            counts.append(cancelling(task))
             raise
 
     task = asyncio.create_task(victim())
@@ -596,7 +511,7 @@ async def test_native_cancel_is_reraised_as_the_same_object() -> None:
     assert task.cancelled()
     assert outside[0] is inside[0]
     assert outside[0].args == ("from outside",)
-    assert counts == [1 if sys.version_info >= (3, 11) else -1]
+    assert counts == [1 if HAS_COUNTS else -1]
     assert not scope.cancelled_caught
     assert not scope.cancel_called
 
@@ -615,11 +530,7 @@ async def test_outer_scope_cancellation_passes_the_inner_scope_unchanged() -> No
             try:
                 async with inner:
                     outer.cancel("from outer")
-                    try:
-                        await _block()
-                    except asyncio.CancelledError as exc:
-                        inside.append(exc)
-                        raise
+                    await forever(on_cancel=inside.append)
             except BaseException as exc:
                 between.append(exc)
                 raise
@@ -636,14 +547,14 @@ async def test_outer_scope_cancellation_passes_the_inner_scope_unchanged() -> No
 
 @pytest.mark.asyncio
 @pytest.mark.virtual_clock
-@needs_cancelling
+@requires_311
 async def test_asyncio_timeout_around_a_scope_keeps_its_behaviour() -> None:
     """asyncio.timeout around a scope still raises its own TimeoutError at its deadline."""
     loop = asyncio.get_running_loop()
     scope = cs.cancellable()
 
     async def body() -> None:
-        async with asyncio.timeout(5), scope:  # type: ignore[attr-defined,unused-ignore]
+        async with timeout(5), scope:
             await asyncio.sleep(3600)
 
     with pytest.raises(TimeoutError) as info:
@@ -665,7 +576,7 @@ async def test_body_that_swallowed_the_cancellation_exits_normally() -> None:
     async with cs.cancellable() as scope:
         scope.cancel("stop")
         try:
-            await _block()
+            await forever()
         except asyncio.CancelledError:
             record.append("swallowed")
     record.append("after")
@@ -694,7 +605,7 @@ async def test_cancelled_body_that_never_suspends_exits_normally(
     make: Callable[[], cs.CancellationScope], in_body: bool
 ) -> None:
     """A cancelled scope whose body never awaits exits normally and leaks nothing."""
-    timers_before = _live_timers()
+    timers_before = live_timers()
     record: list[str] = []
     async with make() as scope:
         if in_body:
@@ -702,7 +613,7 @@ async def test_cancelled_body_that_never_suspends_exits_normally(
         record.append("body ran")
     assert record == ["body ran"]
     assert not scope.cancelled_caught
-    assert _live_timers() == timers_before
+    assert live_timers() == timers_before
     await _assert_no_cancellation_leaks()
 
 
@@ -729,7 +640,7 @@ async def test_no_cancellation_leaks_after_a_cancelled_failure() -> None:
     async def body() -> None:
         async with scope:
             scope.cancel()
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()
@@ -761,7 +672,7 @@ async def test_cancelled_caught_stays_false_when_a_foreign_cancel_unwinds_the_bo
     async def body() -> None:
         async with outer, inner:
             outer.cancel()
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()
@@ -786,7 +697,7 @@ async def test_cancel_during_the_exit_wait_after_a_normal_body_exits_normally() 
         scope.cancel("late")
 
     async with cs.cancellable(name="owner") as scope:
-        waiter = scope.spawn(_block)
+        waiter = scope.spawn(forever)
         scope.spawn(canceller, scope)
         body_done.set()
     assert scope.cancel_called
@@ -834,7 +745,7 @@ async def test_outer_cancel_arriving_during_the_inner_exit_wait_makes_the_outer_
                     await child_started.wait()
                     inner.cancel("inner")
                     try:
-                        await _block()
+                        await forever()
                     except asyncio.CancelledError:
                         exiting.set()
                         raise
@@ -876,22 +787,21 @@ async def test_native_cancel_arriving_during_the_exit_wait_is_not_absorbed(
         record.append("child finished")
 
     async def host() -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        task = current_task()
         try:
             async with scope:
                 scope.spawn(stubborn)
                 await child_started.wait()
                 scope.cancel("own")
                 try:
-                    await _block()
+                    await forever()
                 except asyncio.CancelledError:
                     exiting.set()
                     if not swallow:
                         raise
                 exiting.set()
         except asyncio.CancelledError:
-            counts.append(_cancelling(task))
+            counts.append(cancelling(task))
             raise
         except BaseException as exc:
             record.append(f"host ended with {type(exc).__name__}")
@@ -908,7 +818,7 @@ async def test_native_cancel_arriving_during_the_exit_wait_is_not_absorbed(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert record == ["child finished"]
-    assert counts == [1 if sys.version_info >= (3, 11) else -1]
+    assert counts == [1 if HAS_COUNTS else -1]
     assert not scope.cancelled_caught
 
 
@@ -933,15 +843,10 @@ async def test_native_cancel_of_a_shielded_cleanup_after_own_cancel_is_not_absor
             async with scope:
                 scope.cancel("own")
                 try:
-                    await _block()
+                    await forever()
                 except asyncio.CancelledError:
                     async with cs.non_cancellable():
-                        in_cleanup.set()
-                        try:
-                            await _block()
-                        except asyncio.CancelledError as exc:
-                            seen.append(exc)
-                            raise
+                        await forever(in_cleanup, on_cancel=seen.append)
         except BaseException as exc:
             outside.append(exc)
             raise
@@ -965,7 +870,7 @@ async def test_deadline_passing_during_the_exit_wait_after_a_normal_body_exits_n
     Same rule as cancel() during the wait: SPEC §7 decides by what unwound the body.
     """
     loop = asyncio.get_running_loop()
-    timers_before = _live_timers()
+    timers_before = live_timers()
     async with cs.with_timeout(5) as scope:
         handle = scope.spawn(asyncio.sleep, 3600)
     assert loop.time() == 5
@@ -973,7 +878,7 @@ async def test_deadline_passing_during_the_exit_wait_after_a_normal_body_exits_n
     assert not scope.cancelled_caught
     with pytest.raises(cs.CancelledFailure):
         await handle
-    assert _live_timers() == timers_before
+    assert live_timers() == timers_before
     await _assert_no_cancellation_leaks()
 
 
@@ -985,17 +890,9 @@ async def test_keyboard_interrupt_from_the_body_propagates_unchanged() -> None:
     started = asyncio.Event()
     record: list[str] = []
 
-    async def child() -> None:
-        started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            record.append("child cancelled")
-            raise
-
     async def body() -> None:
         async with cs.cancellable() as scope:
-            scope.spawn(child)
+            scope.spawn(forever_noting_cancel, record, "child cancelled", started)
             await started.wait()
             raise interrupt
 
@@ -1014,21 +911,12 @@ async def test_keyboard_interrupt_from_the_body_propagates_unchanged() -> None:
 async def test_exit_raises_nothing_when_children_succeed_after_a_swallowed_cancel() -> None:
     """Body swallowed its own cancellation; a child that caught it and returned: normal exit."""
     started = asyncio.Event()
-
-    async def polite() -> str:
-        started.set()
-        try:
-            await _block()
-        except asyncio.CancelledError:
-            return "stopped"
-        return "never"
-
     async with cs.cancellable() as scope:
-        handle = scope.spawn(polite)
+        handle = scope.spawn(forever_returning_on_cancel, "stopped", started)
         await started.wait()
         scope.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await _block()
+            await forever()
     assert handle.result() == "stopped"
     assert not scope.cancelled_caught
     await _assert_no_cancellation_leaks()
@@ -1043,12 +931,11 @@ async def test_pending_native_cancel_is_not_eaten_by_a_normal_exit() -> None:
     counts: list[int] = []
 
     async def victim() -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        task = current_task()
         async with scope:
             scope.cancel("own")
             with contextlib.suppress(asyncio.CancelledError):
-                await _block()
+                await forever()
             record.append("own swallowed")
             task.cancel("native")
         record.append("scope exited")
@@ -1056,7 +943,7 @@ async def test_pending_native_cancel_is_not_eaten_by_a_normal_exit() -> None:
             await asyncio.sleep(0)
         except asyncio.CancelledError as exc:
             record.append(f"native delivered: {exc.args}")
-            counts.append(_cancelling(task))
+            counts.append(cancelling(task))
             raise
         record.append("native lost")
 
@@ -1064,7 +951,7 @@ async def test_pending_native_cancel_is_not_eaten_by_a_normal_exit() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert record == ["own swallowed", "scope exited", "native delivered: ('native',)"]
-    assert counts == [1 if sys.version_info >= (3, 11) else -1]
+    assert counts == [1 if HAS_COUNTS else -1]
 
 
 @pytest.mark.asyncio
@@ -1103,21 +990,13 @@ def test_keyboard_interrupt_in_a_child_gives_a_base_exception_group() -> None:
         try:
             async with cs.cancellable() as scope:
                 scope.spawn(child)
-                await _block()
+                await forever()
         except BaseException as exc:
             outcome.append(exc)
         else:
             outcome.append(None)
 
-    def run() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
+    outcome.extend(run_on_private_loop(main))
     assert len(outcome) == 1
     group = outcome[0]
     assert isinstance(group, BaseExceptionGroup)

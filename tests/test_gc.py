@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -12,8 +11,7 @@ import pytest
 import cancelscope as cs
 from cancelscope import _scope, _tasks
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import ExceptionGroup
+from ._helpers import ExceptionGroup
 
 OURS = (cs.CancellationScope, cs.TaskHandle, _scope._Request, _tasks._ChildScope)
 

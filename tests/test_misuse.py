@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
-import threading
-import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 
 import cancelscope as cs
 
-current = cs.CancellationScope.current
+from ._helpers import current, live_timers, no_unawaited_coroutine_warning, run_on_private_loop
 
 
 async def _child() -> str:
@@ -32,28 +30,16 @@ async def _child_with_arg(value: int) -> int:
     return value
 
 
-def _live_timers() -> set[asyncio.TimerHandle]:
-    """Timer handles still scheduled (not cancelled) on the running loop."""
-    loop = asyncio.get_running_loop()
-    scheduled: list[asyncio.TimerHandle] | None = getattr(loop, "_scheduled", None)
-    if scheduled is None:  # pragma: no cover - uvloop keeps its timers private
-        return set()
-    return {handle for handle in scheduled if not handle.cancelled()}
-
-
 @contextmanager
 def _nothing_left_behind() -> Iterator[None]:
     """No task, no timer and no un-awaited coroutine survive the block; current() unchanged."""
     tasks_before = asyncio.all_tasks()
-    timers_before = _live_timers()
+    timers_before = live_timers()
     scope_before = current()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with no_unawaited_coroutine_warning():
         yield
-        gc.collect()
-    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
     assert asyncio.all_tasks() == tasks_before
-    assert _live_timers() == timers_before
+    assert live_timers() == timers_before
     assert current() is scope_before
 
 
@@ -335,7 +321,7 @@ async def test_refused_exits_leave_the_timer_in_place() -> None:
     with pytest.raises(cs.TimeoutFailure):
         await outer.__aexit__(type(cancelled.value), cancelled.value, None)
     assert current() is None
-    assert _live_timers() == set()
+    assert live_timers() == set()
 
 
 # --- another event loop ----------------------------------------------------------------------
@@ -343,19 +329,9 @@ async def test_refused_exits_leave_the_timer_in_place() -> None:
 
 def _run_in_other_loop(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run fn() to completion on a fresh event loop in a fresh thread (errors re-raised here)."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
+    escaped = run_on_private_loop(fn)
+    if escaped:
+        raise escaped[0]
 
 
 @pytest.mark.asyncio
@@ -407,7 +383,7 @@ async def test_refused_entry_outside_a_task_schedules_no_timer() -> None:
     """Entering a with_timeout scope from a loop callback raises and leaves no timer."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[str] = loop.create_future()
-    timers_before = _live_timers()
+    timers_before = live_timers()
     scope = cs.with_timeout(30, name="callback")
 
     def callback() -> None:
@@ -420,7 +396,7 @@ async def test_refused_entry_outside_a_task_schedules_no_timer() -> None:
 
     loop.call_soon(callback)
     assert await done == "RuntimeError"
-    assert _live_timers() == timers_before
+    assert live_timers() == timers_before
     assert not scope.active
 
 

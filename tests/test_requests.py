@@ -10,10 +10,7 @@ import pytest
 
 import cancelscope as cs
 
-
-async def _forever() -> None:
-    await asyncio.Event().wait()
-
+from ._helpers import forever, forever_noting_cancel
 
 # --------------------------------------------------------------------------- cancel()
 
@@ -215,20 +212,13 @@ async def test_request_reaches_children_and_their_scopes() -> None:
     started = asyncio.Event()
     child_scopes: list[cs.CancellationScope] = []
 
-    async def grandchild() -> None:
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            record.append("grandchild cancelled")
-            raise
-
     async def child() -> None:
         async with cs.cancellable(name="in child") as own:
             child_scopes.append(own)
-            own.spawn(grandchild)
+            own.spawn(forever_noting_cancel, record, "grandchild cancelled")
             started.set()
             try:
-                await _forever()
+                await forever()
             except asyncio.CancelledError:
                 record.append("child cancelled")
                 raise
@@ -238,7 +228,7 @@ async def test_request_reaches_children_and_their_scopes() -> None:
             handle = top.spawn(child)
             await started.wait()
             top.cancel("all of it")
-            await _forever()
+            await forever()
     except cs.CancelledFailure as failure:
         record.append(f"top failure {failure.reason}")
     assert sorted(record[:2]) == ["child cancelled", "grandchild cancelled"]
@@ -307,23 +297,14 @@ async def test_shield_cancel_reaches_its_own_tree() -> None:
     """cancel() on a non-cancellable scope reaches its nested scopes and children."""
     record: list[str] = []
     started = asyncio.Event()
-
-    async def child() -> None:
-        started.set()
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            record.append("child cancelled")
-            raise
-
     try:
         async with cs.non_cancellable(name="shield") as shield:
-            handle = shield.spawn(child)
+            handle = shield.spawn(forever_noting_cancel, record, "child cancelled", started)
             async with cs.cancellable(name="inner") as inner:
                 await started.wait()
                 shield.cancel("own")
                 try:
-                    await _forever()
+                    await forever()
                 except asyncio.CancelledError:
                     record.append("inner body cancelled")
                     raise

@@ -17,6 +17,8 @@ import pytest
 
 import cancelscope as cs
 
+from ._helpers import forever, forever_noting_cancel
+
 # A safety net against a broken implementation hanging the suite; never reached when it works.
 GUARD = 30.0
 
@@ -54,8 +56,16 @@ class _Worker:
         assert self.errors == []
 
 
-async def _forever() -> None:
-    await asyncio.Event().wait()
+async def _host_until_cancelled(scope: cs.CancellationScope, worker: _Worker) -> list[str]:
+    """Enter scope, let the worker make its call and wait; return what the scope's exit said."""
+    record: list[str] = []
+    try:
+        async with scope:
+            worker.go.set()
+            await forever()
+    except cs.CancelledFailure as failure:
+        record.append(f"failure {failure.reason}")
+    return record
 
 
 @pytest.mark.asyncio
@@ -71,7 +81,7 @@ async def test_cancel_from_thread_takes_effect_next_iteration() -> None:
             async with scope:
                 entered.set()
                 try:
-                    await _forever()
+                    await forever()
                 except asyncio.CancelledError:
                     record.append("host cancelled")
                     raise
@@ -99,19 +109,9 @@ async def test_cancel_from_thread_takes_effect_next_iteration() -> None:
 @pytest.mark.all_loops
 async def test_cancel_from_thread_wakes_idle_loop() -> None:
     """A cancel() from a thread wakes a loop that has nothing else to do."""
-    record: list[str] = []
     scope = cs.cancellable()
     worker = _Worker(lambda: scope.cancel("wake up"))
-
-    async def host() -> None:
-        try:
-            async with scope:
-                worker.go.set()
-                await _forever()
-        except cs.CancelledFailure as failure:
-            record.append(f"failure {failure.reason}")
-
-    await asyncio.wait_for(host(), GUARD)
+    record = await asyncio.wait_for(_host_until_cancelled(scope, worker), GUARD)
     worker.finish()
     assert record == ["failure wake up"]
 
@@ -128,7 +128,7 @@ async def test_cancel_from_two_threads_first_reason_wins() -> None:
             second = _Worker(lambda: scope.cancel("second"))
             first.call_and_wait()
             second.call_and_wait()
-            await _forever()
+            await forever()
     except cs.CancelledFailure as failure:
         record.append(f"failure {failure.reason}")
     first.finish()
@@ -143,17 +143,8 @@ async def test_handle_cancel_from_thread() -> None:
     """TaskHandle.cancel() from another thread cancels that child alone."""
     record: list[str] = []
     started = asyncio.Event()
-
-    async def child() -> None:
-        started.set()
-        try:
-            await _forever()
-        except asyncio.CancelledError:
-            record.append("child cancelled")
-            raise
-
     async with cs.cancellable() as scope:
-        handle = scope.spawn(child)
+        handle = scope.spawn(forever_noting_cancel, record, "child cancelled", started)
         await started.wait()
         worker = _Worker(lambda: handle.cancel("from thread"))
         worker.call_and_wait()
@@ -240,24 +231,15 @@ async def test_cancel_from_thread_reaches_shield_future_only() -> None:
 @pytest.mark.all_loops
 async def test_cancel_from_signal_handler_wakes_idle_loop() -> None:
     """cancel() from a plain signal handler (sent by a thread) cancels a scope on an idle loop."""
-    record: list[str] = []
     scope = cs.cancellable()
     worker = _Worker(lambda: os.kill(os.getpid(), signal.SIGUSR2))
 
     def handler(signum: int, frame: object) -> None:
         scope.cancel(f"signal {signum}")
 
-    async def host() -> None:
-        try:
-            async with scope:
-                worker.go.set()
-                await _forever()
-        except cs.CancelledFailure as failure:
-            record.append(f"failure {failure.reason}")
-
     previous = signal.signal(signal.SIGUSR2, handler)
     try:
-        await asyncio.wait_for(host(), GUARD)
+        record = await asyncio.wait_for(_host_until_cancelled(scope, worker), GUARD)
     finally:
         signal.signal(signal.SIGUSR2, previous)
     worker.finish()

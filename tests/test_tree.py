@@ -7,31 +7,20 @@ caller, and the plain ``with`` form.
 from __future__ import annotations
 
 import asyncio
-import gc
-import sys
-import warnings
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
 import cancelscope as cs
 
-current = cs.CancellationScope.current
-
-
-async def _block() -> None:
-    """Wait forever (until cancelled)."""
-    await asyncio.Event().wait()
-
-
-def _assert_not_cancelling() -> None:
-    """The current task has no cancellation request left over (3.11+ can check directly)."""
-    if sys.version_info >= (3, 11):
-        task = asyncio.current_task()
-        assert task is not None
-        assert task.cancelling() == 0
+from ._helpers import (
+    assert_not_cancelling,
+    current,
+    forever,
+    live_timers,
+    no_unawaited_coroutine_warning,
+)
 
 
 async def _exit_like_with(scope: cs.CancellationScope, exc: BaseException | None) -> None:
@@ -41,26 +30,6 @@ async def _exit_like_with(scope: cs.CancellationScope, exc: BaseException | None
         return
     if not await scope.__aexit__(type(exc), exc, exc.__traceback__):
         raise exc
-
-
-def _live_timers() -> set[asyncio.TimerHandle]:
-    """Timer handles still scheduled (not cancelled) on the running loop."""
-    loop = asyncio.get_running_loop()
-    scheduled: list[asyncio.TimerHandle] | None = getattr(loop, "_scheduled", None)
-    if scheduled is None:  # pragma: no cover - uvloop keeps its timers private
-        return set()
-    return {handle for handle in scheduled if not handle.cancelled()}
-
-
-@contextmanager
-def _no_unawaited_coroutine_warning() -> Iterator[None]:
-    """Fail if a coroutine created inside the block is garbage-collected un-awaited."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-        gc.collect()
-    unawaited = [w for w in caught if "was never awaited" in str(w.message)]
-    assert unawaited == []
 
 
 # --- parent and current() -------------------------------------------------------------------
@@ -235,7 +204,7 @@ async def test_plain_task_is_not_reached_by_scope_cancellation() -> None:
             task = asyncio.create_task(plain())
             await started.wait()
             scope.cancel("stop")
-            await _block()
+            await forever()
 
     with pytest.raises(cs.CancelledFailure):
         await body()
@@ -339,7 +308,7 @@ async def test_cancellation_still_works_after_a_refused_out_of_order_exit() -> N
         await outer.__aexit__(None, None, None)
     outer.cancel("after refusal")
     with pytest.raises(asyncio.CancelledError) as cancelled:
-        await _block()
+        await forever()
     with pytest.raises(asyncio.CancelledError) as passed:
         await _exit_like_with(inner, cancelled.value)
     assert passed.value is cancelled.value
@@ -351,7 +320,7 @@ async def test_cancellation_still_works_after_a_refused_out_of_order_exit() -> N
     assert outer.cancelled_caught
     assert not inner.cancelled_caught
     assert current() is None
-    _assert_not_cancelling()
+    assert_not_cancelling()
     await asyncio.sleep(0)
 
 
@@ -397,12 +366,12 @@ async def test_exit_from_another_task_raises_and_changes_nothing() -> None:
     # The scope still cancels and exits normally in its own task.
     scope.cancel("still mine")
     with pytest.raises(asyncio.CancelledError) as cancelled:
-        await _block()
+        await forever()
     with pytest.raises(cs.CancelledFailure) as failure:
         await _exit_like_with(scope, cancelled.value)
     assert failure.value.scope is scope
     assert current() is None
-    _assert_not_cancelling()
+    assert_not_cancelling()
 
 
 @pytest.mark.asyncio
@@ -508,11 +477,7 @@ async def test_plain_with_cancel_gives_cancelled_failure() -> None:
     async def body() -> None:
         with scope:
             scope.cancel("plain")
-            try:
-                await _block()
-            except asyncio.CancelledError as exc:
-                absorbed.append(exc)
-                raise
+            await forever(on_cancel=absorbed.append)
 
     with pytest.raises(cs.CancelledFailure) as info:
         await body()
@@ -520,7 +485,7 @@ async def test_plain_with_cancel_gives_cancelled_failure() -> None:
     assert info.value.reason == "plain"
     assert info.value.__cause__ is absorbed[0]
     assert scope.cancelled_caught
-    _assert_not_cancelling()
+    assert_not_cancelling()
     await asyncio.sleep(0)
 
 
@@ -529,7 +494,7 @@ async def test_plain_with_cancel_gives_cancelled_failure() -> None:
 async def test_plain_with_timeout_gives_timeout_failure_and_leaves_no_timer() -> None:
     """A plain-``with`` timeout scope fires at its deadline and removes its timer on exit."""
     loop = asyncio.get_running_loop()
-    timers_before = _live_timers()
+    timers_before = live_timers()
     scope = cs.with_timeout(5)
 
     async def body() -> None:
@@ -539,7 +504,7 @@ async def test_plain_with_timeout_gives_timeout_failure_and_leaves_no_timer() ->
     with pytest.raises(cs.TimeoutFailure):
         await body()
     assert loop.time() == 5
-    assert _live_timers() == timers_before
+    assert live_timers() == timers_before
 
 
 @pytest.mark.asyncio
@@ -551,7 +516,7 @@ async def test_plain_with_move_on_after_exits_silently() -> None:
         await asyncio.sleep(3600)
     assert scope.cancelled_caught
     assert loop.time() == 2
-    _assert_not_cancelling()
+    assert_not_cancelling()
 
 
 @pytest.mark.asyncio
@@ -590,7 +555,7 @@ async def test_spawn_on_plain_with_scope_raises_and_leaves_nothing() -> None:
         calls.append("ran")
 
     tasks_before = asyncio.all_tasks()
-    with _no_unawaited_coroutine_warning():
+    with no_unawaited_coroutine_warning():
         with cs.cancellable(name="sync") as scope:
             with pytest.raises(RuntimeError):
                 scope.spawn(child)
@@ -757,7 +722,7 @@ async def test_plain_with_cancelled_body_that_never_suspends_leaks_nothing() -> 
     with cs.cancellable() as scope:
         scope.cancel("never delivered")
     assert not scope.cancelled_caught
-    _assert_not_cancelling()
+    assert_not_cancelling()
     for _ in range(3):
         await asyncio.sleep(0)
-    _assert_not_cancelling()
+    assert_not_cancelling()
