@@ -478,6 +478,8 @@ class CancellationScope:
         "_sync",
         "_task",
         "_timeout",
+        # Every scope with a deadline sets it: a slot, not a per-scope dict.
+        "_timer",
     )
 
     # The first request made on this scope itself (cancel(), deadline, child
@@ -495,7 +497,6 @@ class CancellationScope:
     # Invariant: task.cancel() calls made while this scope was its host's
     # current scope and not yet undone by uncancel() (done at exit).
     _delivered: int = 0
-    _timer: asyncio.TimerHandle | None = None
     # Open children (an insertion-ordered set); None until the first spawn.
     _children: dict[TaskHandle[Any], None] | None = None
     _failures: list[BaseException] | None = None
@@ -539,6 +540,7 @@ class CancellationScope:
         self._state = _CREATED
         self._task: asyncio.Task[Any] | None = None
         self._parent: CancellationScope | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ public API
 
