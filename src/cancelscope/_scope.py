@@ -740,13 +740,15 @@ class CancellationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        task = self._exit_check()
+        ts = self._exit_check()
+        task = self._task
+        assert task is not None
         if self._children:
             raise RuntimeError(
                 f"{self!r} still has child tasks: a scope that owns children must "
                 "exit with `async with`, which waits for them"
             )
-        return self._finish(task, exc_type, exc)
+        return self._finish(task, ts, exc_type, exc)
 
     async def __aexit__(
         self,
@@ -754,23 +756,25 @@ class CancellationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        task = self._exit_check()
+        ts = self._exit_check()
+        task = self._task
+        assert task is not None
         if not self._children:
-            return self._finish(task, exc_type, exc)
+            return self._finish(task, ts, exc_type, exc)
         foreign = await self._wait_children(task, exc)
         # The outcome depends on what unwound the body (SPEC 7): the wait for
         # children is not a delivery point. A foreign cancellation that hit
         # the wait is re-raised, or, if the body raised, re-requested.
         if foreign is None:
-            return self._finish(task, exc_type, exc)
+            return self._finish(task, ts, exc_type, exc)
         if exc is not None:
             if not isinstance(exc, CancelledError):
                 _rearm(task, foreign)
-                return self._finish(task, exc_type, exc)
+                return self._finish(task, ts, exc_type, exc)
             # The body's CancelledError goes on, never absorbed: a foreign
             # cancellation is pending (3.10 could not tell by counting).
-            return self._finish(task, exc_type, exc, foreign=True)
-        self._finish(task, type(foreign), foreign, foreign=True)
+            return self._finish(task, ts, exc_type, exc, foreign=True)
+        self._finish(task, ts, type(foreign), foreign, foreign=True)
         raise foreign
 
     def _enter(self, sync: bool) -> None:
@@ -822,8 +826,8 @@ class CancellationScope:
         if self._cancelled_by is not None:
             _schedule(task, ts)
 
-    def _exit_check(self) -> asyncio.Task[Any]:
-        """Refuse a wrong exit before changing anything."""
+    def _exit_check(self) -> _TaskState:
+        """Refuse a wrong exit before changing anything; return the host's task state."""
         if self._state is not _ENTERED:
             what = "was never entered" if self._state is _CREATED else "has already exited"
             raise RuntimeError(f"{self!r} {what}; it cannot exit")
@@ -834,13 +838,13 @@ class CancellationScope:
                 f"not in {task!r}"
             )
         ts = _get_state(task)
-        current = ts.scope if ts is not None else None
-        if current is not self:
+        assert ts is not None  # set when the scope was entered in this task
+        if ts.scope is not self:
             raise RuntimeError(
                 f"scopes must exit in the reverse order of entry: {self!r} cannot "
-                f"exit while {current!r}, entered inside it, is still open"
+                f"exit while {ts.scope!r}, entered inside it, is still open"
             )
-        return task
+        return ts
 
     async def _wait_children(
         self, task: asyncio.Task[Any], exc: BaseException | None
@@ -872,6 +876,7 @@ class CancellationScope:
     def _finish(
         self,
         task: asyncio.Task[Any],
+        ts: _TaskState,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         foreign: bool = False,
@@ -884,12 +889,6 @@ class CancellationScope:
         if timer is not None:
             timer.cancel()
             self._timer = None
-        ts: _TaskState
-        holder: Any = task  # the attribute cancelscope sets on tasks
-        try:
-            ts = holder._cancelscope_state
-        except AttributeError:
-            ts = _fallback_states[task]
         parent = self._parent
         self._state = _EXITED
         self._task = None

@@ -272,7 +272,7 @@ async def _child_main(
     try:
         value = await coro
     except BaseException as exc:
-        absorbed = scope._finish(task, type(exc), exc)
+        absorbed = scope._finish(task, ts, type(exc), exc)
         if absorbed or isinstance(exc, CancelledError):
             handle._request = scope._cancelled_by
             handle._finish(_CANCELLED, None)
@@ -280,7 +280,7 @@ async def _child_main(
             handle._finish(_ERROR, exc)
             owner._child_failed(handle, exc)
     else:
-        scope._finish(task, None, None)
+        scope._finish(task, ts, None, None)
         handle._finish(_RESULT, value)
     finally:
         owner._child_done(handle)
