@@ -306,6 +306,12 @@ def memory_cell(plain: Factory, deadline: Factory, *, sync: bool) -> Cell:
     return cell
 
 
+# --------------------------------------------------------------------------- C
+async def sleeper() -> None:
+    """A child for C: sleeps for an hour, i.e. until it is cancelled."""
+    await asyncio.sleep(3600)
+
+
 # --------------------------------------------------------------------------- H
 async def fetch(i: int) -> int:
     """One of the handler's three awaits: simulated I/O that completes next iteration."""

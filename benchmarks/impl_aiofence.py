@@ -23,6 +23,7 @@ from benchmarks.common import (
     no_gc,
     perf_ns,
     requests_cell,
+    sleeper,
 )
 
 
@@ -35,10 +36,6 @@ def _deadline(seconds: float) -> Any:
     return aiofence.Fence(deadline=asyncio.get_running_loop().time() + seconds)
 
 
-async def _sleeper() -> None:
-    await asyncio.sleep(3600)
-
-
 def _children(p: Params) -> dict[str, float]:
     async def run() -> dict[str, float]:
         event = asyncio.Event()
@@ -47,7 +44,7 @@ def _children(p: Params) -> dict[str, float]:
             with aiofence.Fence(events=[(event, None)]):
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(p.children):
-                        tg.create_task(_sleeper())
+                        tg.create_task(sleeper())
                     await asyncio.sleep(0)
                     t1 = perf_ns()
                     event.set()

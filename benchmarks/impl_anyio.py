@@ -20,6 +20,7 @@ from benchmarks.common import (
     perf_ns,
     requests_cell,
     shield_cell,
+    sleeper,
 )
 
 
@@ -28,17 +29,13 @@ def _outer() -> tuple[Any, Any]:
     return scope, scope.cancel
 
 
-async def _sleeper() -> None:
-    await asyncio.sleep(3600)
-
-
 def _children(p: Params) -> dict[str, float]:
     async def run() -> dict[str, float]:
         with no_gc():
             t0 = perf_ns()
             async with anyio.create_task_group() as tg:
                 for _ in range(p.children):
-                    tg.start_soon(_sleeper)
+                    tg.start_soon(sleeper)
                 await asyncio.sleep(0)
                 t1 = perf_ns()
                 tg.cancel_scope.cancel()

@@ -19,6 +19,7 @@ from benchmarks.common import (
     perf_ns,
     requests_cell,
     shield_cell,
+    sleeper,
 )
 
 Scope = cs.CancellationScope
@@ -29,17 +30,13 @@ def _outer() -> tuple[Any, Any]:
     return scope, scope.cancel
 
 
-async def _sleeper() -> None:
-    await asyncio.sleep(3600)
-
-
 def _children(p: Params) -> dict[str, float]:
     async def run() -> dict[str, float]:
         with no_gc():
             t0 = perf_ns()
             async with cs.cancellable() as scope:
                 for _ in range(p.children):
-                    scope.spawn(_sleeper)
+                    scope.spawn(sleeper)
                 await asyncio.sleep(0)
                 t1 = perf_ns()
                 scope.cancel()

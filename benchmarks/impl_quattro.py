@@ -19,16 +19,13 @@ from benchmarks.common import (
     no_gc,
     perf_ns,
     requests_cell,
+    sleeper,
 )
 
 
 def _outer() -> tuple[Any, Any]:
     scope = quattro.CancelScope()
     return scope, scope.cancel
-
-
-async def _sleeper() -> None:
-    await asyncio.sleep(3600)
 
 
 def _children(p: Params) -> dict[str, float]:
@@ -39,7 +36,7 @@ def _children(p: Params) -> dict[str, float]:
             with quattro.CancelScope() as scope:
                 async with quattro.TaskGroup() as tg:
                     for _ in range(p.children):
-                        tg.create_task(_sleeper())
+                        tg.create_task(sleeper())
                     await asyncio.sleep(0)
                     t1 = perf_ns()
                     scope.cancel()

@@ -18,6 +18,7 @@ from benchmarks.common import (
     no_gc,
     perf_ns,
     requests_cell,
+    sleeper,
 )
 
 
@@ -38,10 +39,6 @@ class _Stop(Exception):
     pass
 
 
-async def _sleeper() -> None:
-    await asyncio.sleep(3600)
-
-
 def _children(p: Params) -> dict[str, float]:
     # asyncio.TaskGroup has no cancel(): the documented way to stop one is to raise.
     async def run() -> dict[str, float]:
@@ -51,7 +48,7 @@ def _children(p: Params) -> dict[str, float]:
             try:
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(p.children):
-                        tg.create_task(_sleeper())
+                        tg.create_task(sleeper())
                     await asyncio.sleep(0)
                     t1 = perf_ns()
                     raise _Stop
