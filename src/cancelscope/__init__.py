@@ -1,5 +1,7 @@
 """Structured cancellation for asyncio: nested cancellation scopes that own their tasks."""
 
+from ._dump import dump_tree as dump_tree
+from ._dump import format_tree as format_tree
 from ._exceptions import CancelledFailure as CancelledFailure
 from ._exceptions import TimeoutFailure as TimeoutFailure
 from ._exceptions import is_cancellation as is_cancellation
@@ -20,6 +22,8 @@ __all__ = [
     "TimeoutFailure",
     "cancellable",
     "current_deadline",
+    "dump_tree",
+    "format_tree",
     "is_cancellation",
     "move_on_after",
     "move_on_at",
