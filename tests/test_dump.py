@@ -119,9 +119,10 @@ async def test_hosted_scope_left_from_another_task() -> None:
 
     scope = await asyncio.create_task(setup())
     handle = scope.spawn(child)
-    assert scope.active
+    was_active = scope.active
     await asyncio.create_task(hosted.__aexit__(None, None, None))
     assert record == ["child cancelled"]
+    assert was_active
     assert not scope.active
     assert handle.cancelled()
 
@@ -133,10 +134,13 @@ async def test_hosted_scope_reports_a_child_failure() -> None:
     async def boom() -> None:
         raise ValueError("boom")
 
-    with pytest.raises(ExceptionGroup) as info:
+    async def use() -> None:
         async with hosted_scope() as scope:
             scope.spawn(boom)
             await scope.cancel_requested
+
+    with pytest.raises(ExceptionGroup) as info:
+        await use()
     assert [type(e) for e in info.value.exceptions] == [ValueError]
 
 
@@ -144,9 +148,12 @@ async def test_hosted_scope_reports_a_child_failure() -> None:
 @pytest.mark.virtual_clock
 async def test_hosted_scope_timeout() -> None:
     """A hosted scope's own timeout surfaces as TimeoutFailure when it is left."""
-    with pytest.raises(cs.TimeoutFailure):
+    async def use() -> None:
         async with hosted_scope(timeout=2, name="t") as scope:
             await scope.cancel_requested
+
+    with pytest.raises(cs.TimeoutFailure):
+        await use()
     assert asyncio.get_running_loop().time() == 2
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
 import math
 import re
@@ -27,8 +28,8 @@ import traceback
 import warnings
 import weakref
 from asyncio import CancelledError
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Coroutine, Generator, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from types import FrameType
 from typing import Any, Final, final
 
@@ -167,11 +168,20 @@ def _backend_ok(item: pytest.Function) -> bool:
     backend = item.funcargs.get("anyio_backend")
     if backend is None:
         return True
-    name = backend if isinstance(backend, str) else backend[0]
+    from_tuple: Any = backend
+    name = backend if isinstance(backend, str) else from_tuple[0]
     return bool(name == "asyncio")
 
 
 # --------------------------------------------------------------------------- the fixture
+
+
+def _item_of(request: pytest.FixtureRequest) -> pytest.Item:
+    # pytest leaves FixtureRequest.node unannotated.
+    node: object = request.node  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    if not isinstance(node, pytest.Item):  # pragma: no cover - function-scoped fixtures only
+        raise TypeError(f"expected a test item, got {node!r}")
+    return node
 
 
 @pytest.fixture
@@ -184,11 +194,11 @@ def cancel_scope(request: pytest.FixtureRequest) -> CancellationScope:
     fixtures cannot spawn into it (they run before the scope opens): use
     `cancelscope.testing.hosted_scope` there.
     """
-    item = request.node
+    item = _item_of(request)
     if not isinstance(item, pytest.Function) or not _is_async_test(item):
         raise pytest.UsageError(
             f"the cancel_scope fixture needs an async test run by pytest-asyncio or anyio; "
-            f"{request.node.nodeid} is not one"
+            f"{item.nodeid} is not one"
         )
     if not _backend_ok(item):
         raise pytest.UsageError(
@@ -223,7 +233,8 @@ class _Run:
     def _fire(self) -> None:
         """The timeout: write the report while every task still sits where it was stuck."""
         task = self.task
-        assert task is not None and self.timeout_scope is not None
+        assert task is not None
+        assert self.timeout_scope is not None
         loop = task.get_loop()
         tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t is not task)
         stacks = "\n\n".join(task_stack(t) for t in tasks)
@@ -253,19 +264,19 @@ class _Run:
         loop = asyncio.get_running_loop()
         task = self.task = asyncio.current_task()
         assert task is not None
-        outer: AbstractContextManager[Any] | CancellationScope = nullcontext()
+        outer: AbstractAsyncContextManager[Any] = nullcontext()
         if self.timeout is not None:
             self.before = asyncio.all_tasks(loop)
             outer = self.timeout_scope = CancellationScope(
                 name="cancel_timeout", raise_on_cancel=False
             )
             self.timer = loop.call_later(self.timeout, self._fire)
-        inner: AbstractContextManager[Any] | CancellationScope = (
+        inner: AbstractAsyncContextManager[Any] = (
             self.scope if self.scope is not None else nullcontext()
         )
         failure: BaseException | None = None
         try:
-            async with outer, inner:  # type: ignore[attr-defined]
+            async with outer, inner:
                 try:
                     await fn(**kwargs)
                 finally:
@@ -316,7 +327,7 @@ class _Run:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     if not isinstance(item, pytest.Function):
         return (yield)
     scope = item.stash.get(_SCOPE, None)
@@ -413,7 +424,7 @@ class _LeakWatch:
         self.call_at: Callable[..., asyncio.TimerHandle] | None = None
         try:
             original = loop.call_at
-            loop.call_at = self._call_at  # type: ignore[method-assign]
+            loop.call_at = self._call_at  # type: ignore[method-assign,assignment]
             self.call_at = original
         except AttributeError:  # pragma: no cover - uvloop: timers are not tracked
             pass
@@ -441,7 +452,7 @@ class _LeakWatch:
         if loop.get_task_factory() == self._factory:
             loop.set_task_factory(self.previous)
         if self.call_at is not None:
-            del loop.call_at  # type: ignore[method-assign]
+            del loop.call_at
 
     def finish(self) -> str | None:
         """Stop watching; report, then cancel, what the test left behind (None: nothing)."""
@@ -474,7 +485,7 @@ class _LeakWatch:
             handle.cancel()
         if not parts:
             return None
-        what = []
+        what: list[str] = []
         if leaked:
             what.append(f"{len(leaked)} task(s) still pending")
         if timers:
@@ -505,12 +516,12 @@ def _guard_loop(
             runner = request.getfixturevalue(name)
             return runner.get_loop(), None, None
     if "anyio_backend" in request.fixturenames:
-        from anyio.pytest_plugin import extract_backend_and_options, get_runner
-
-        name, options = extract_backend_and_options(request.getfixturevalue("anyio_backend"))
+        anyio_plugin: Any = importlib.import_module("anyio.pytest_plugin")
+        backend = request.getfixturevalue("anyio_backend")
+        name, options = anyio_plugin.extract_backend_and_options(backend)
         if name != "asyncio":
             return None, None, None
-        lease = get_runner(name, options)
+        lease: AbstractContextManager[Any] = anyio_plugin.get_runner(name, options)
         anyio_runner: Any = lease.__enter__()
         return anyio_runner.get_loop(), lease, anyio_runner
     return None, None, None
@@ -524,7 +535,7 @@ def _leak_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     if loop is None:
         yield
         return
-    item = request.node
+    item = _item_of(request)
     watch = _LeakWatch(loop, item.nodeid, settings.grace)
     item.stash[_WATCH] = watch
     try:

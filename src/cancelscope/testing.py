@@ -39,7 +39,7 @@ async def wind_down(scope: CancellationScope, reason: str, grace: float) -> list
                 await handle
             except CancelledError:
                 raise
-            except BaseException:  # noqa: S110 - reported by the scope's exit
+            except BaseException:  # reported by the scope's exit
                 pass
     return [
         task
@@ -49,7 +49,7 @@ async def wind_down(scope: CancellationScope, reason: str, grace: float) -> list
 
 
 @final
-class hosted_scope:  # noqa: N801 - used like a function: `async with hosted_scope():`
+class hosted_scope:  # lower case: used like a function, `async with hosted_scope():`
     """A `CancellationScope` held by a task of its own, so any task may enter and leave it.
 
     ``async with hosted_scope(name="server") as scope:`` starts a small host
@@ -127,7 +127,8 @@ class hosted_scope:  # noqa: N801 - used like a function: `async with hosted_sco
 
     async def _leave(self) -> None:
         release, host = self._release, self._host
-        assert release is not None and host is not None
+        assert release is not None
+        assert host is not None
         if not release.done():
             release.set_result(None)
         # The host must finish even if this task is cancelled meanwhile:
