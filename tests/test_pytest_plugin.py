@@ -320,9 +320,11 @@ LEAKY = """
 """
 
 
-def test_leaks_warn(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("loop_scope", ["module", "function"])
+def test_leaks_warn(pytester: pytest.Pytester, loop_scope: str) -> None:
     """A leaked task and timer are reported with where they were made, then cancelled."""
-    result = run(pytester, LEAKY, "--cancelscope-leaks=warn")
+    body = LEAKY.replace('loop_scope="module"', f"loop_scope={loop_scope!r}")
+    result = run(pytester, body, "--cancelscope-leaks=warn")
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(
         [
