@@ -334,7 +334,7 @@ def test_leaks_warn(pytester: pytest.Pytester, loop_scope: str) -> None:
             "*created at:",
             "*test_inner.py*, in test_leaks",
             "*asyncio.create_task(forever(\"leaked\"), name=\"leaky\")",
-            "*timer <TimerHandle*print('never')>",
+            "*timer <TimerHandle when=50.0 print(*)>",
             "*scheduled at:",
             "*call_later(50, print, \"never\")",
         ]
