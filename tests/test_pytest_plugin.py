@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+from ._helpers import requires_312
+
 pytest_plugins = ["pytester"]
 
 # Every inner suite runs on a looptime loop starting at 0, so timeouts and
@@ -391,3 +393,39 @@ def test_anyio_plugin(pytester: pytest.Pytester) -> None:
             "*task 'anyio-leak' (forever):",
         ]
     )
+
+
+@requires_312
+def test_leaks_with_eager_task_factory(pytester: pytest.Pytester) -> None:
+    """Leak detection wraps an eager task factory and keeps it eager."""
+    pytester.makeconftest(
+        """
+        import asyncio
+
+        def make():
+            loop = asyncio.new_event_loop()
+            loop.set_task_factory(asyncio.eager_task_factory)
+            return loop
+
+        def pytest_asyncio_loop_factories(config, item):
+            return {"eager": make}
+        """
+    )
+    body = """
+    @pytest.mark.asyncio
+    async def test_leaks():
+        ran = []
+        async def starts_at_once():
+            ran.append(True)
+            await asyncio.Event().wait()
+        asyncio.create_task(starts_at_once(), name="eager-leak")
+        assert ran == [True]  # still eager under the wrapper
+    """
+    pytester.makepyfile(test_inner=HELPERS + textwrap.dedent(body))
+    result = pytester.runpytest(
+        "-p", "no:looptime_plugin", "--cancelscope-leaks=warn",
+        "-W", "default::pytest.PytestWarning",
+        "-o", "asyncio_default_fixture_loop_scope=function",
+    )
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*task 'eager-leak' (test_leaks.<locals>.starts_at_once):"])
