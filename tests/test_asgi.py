@@ -89,6 +89,30 @@ async def test_disconnect_cancels_plain_asgi_handler() -> None:
 
 
 @pytest.mark.asyncio
+async def test_disconnect_cancels_only_that_request() -> None:
+    """Abandoning one request leaves a concurrent one on another connection running to its end."""
+    work = Work()
+    release = asyncio.Event()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await work.forever()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"kept"})
+
+    async with serve(CancelOnDisconnect(app)) as url, httpx.AsyncClient() as client:
+        kept = asyncio.ensure_future(client.get(url + "/kept"))
+        await _abandon(client, url + "/slow", work)
+        await _wait(work.ended.wait())
+        assert not kept.done()
+        release.set()
+        response = await kept
+    assert response.text == "kept"
+    assert work.record == ["cancelled by scope 'GET /slow': client disconnected"]
+
+
+@pytest.mark.asyncio
 async def test_body_arrives_complete_and_in_order() -> None:
     """A 1 MiB streamed upload reaches the handler byte for byte, then the response is sent."""
     chunks = [bytes([n]) * 16384 for n in range(64)]
