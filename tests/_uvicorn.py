@@ -50,3 +50,31 @@ async def serve(app: Any, *, lifespan: Literal["auto", "on", "off"] = "off") -> 
         server.should_exit = True
         await task
         sock.close()
+
+
+@asynccontextmanager
+async def serve_hypercorn(app: Any) -> AsyncIterator[str]:
+    """Serve ``app`` with hypercorn on 127.0.0.1 (a port the OS picks); yield its base URL.
+
+    The socket is bound and listening before hypercorn starts, so clients may connect at
+    once: the kernel queues them until hypercorn accepts.
+    """
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(100)
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) it from here
+    config.graceful_timeout = 5
+    config.accesslog = None
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(hypercorn_serve(app, config, shutdown_trigger=stop.wait))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await task

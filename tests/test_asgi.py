@@ -20,7 +20,7 @@ import cancelscope as cs
 from cancelscope.asgi import CancelOnDisconnect, request_scope
 from cancelscope.fastapi import RequestScope
 
-from ._uvicorn import serve
+from ._uvicorn import serve, serve_hypercorn
 
 Message = MutableMapping[str, Any]
 Scope = MutableMapping[str, Any]
@@ -54,6 +54,9 @@ class Work:
             self.ended.set()
 
 
+SERVERS = {"uvicorn": serve, "hypercorn": serve_hypercorn}
+
+
 async def _abandon(client: httpx.AsyncClient, url: str, work: Work) -> None:
     """Start a GET, wait until the handler runs, then give up on it (closing the connection)."""
     request = asyncio.ensure_future(client.get(url))
@@ -68,17 +71,20 @@ async def _abandon(client: httpx.AsyncClient, url: str, work: Work) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.all_loops
-async def test_disconnect_cancels_plain_asgi_handler() -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_disconnect_cancels_plain_asgi_handler(server: str) -> None:
     """A client that gives up mid-request cancels the handler: nothing stays in flight."""
     work = Work()
     seen: list[object] = []
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # hypercorn tries lifespan: decline it
         seen.append(cs.CancellationScope.current())
         seen.append(request_scope(scope))
         await work.forever()
 
-    async with serve(CancelOnDisconnect(app)) as url, httpx.AsyncClient() as client:
+    async with SERVERS[server](CancelOnDisconnect(app)) as url, httpx.AsyncClient() as client:
         await _abandon(client, url + "/slow", work)
         await _wait(work.ended.wait())
     assert work.in_flight == 0
@@ -113,7 +119,8 @@ async def test_disconnect_cancels_only_that_request() -> None:
 
 
 @pytest.mark.asyncio
-async def test_body_arrives_complete_and_in_order() -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_body_arrives_complete_and_in_order(server: str) -> None:
     """A 1 MiB streamed upload reaches the handler byte for byte, then the response is sent."""
     chunks = [bytes([n]) * 16384 for n in range(64)]
 
@@ -127,22 +134,25 @@ async def test_body_arrives_complete_and_in_order() -> None:
 
     app = Starlette(routes=[Route("/upload", echo, methods=["POST"])])
     app.add_middleware(CancelOnDisconnect)
-    async with serve(app) as url, httpx.AsyncClient() as client:
+    async with SERVERS[server](app) as url, httpx.AsyncClient() as client:
         response = await client.post(url + "/upload", content=upload())
     assert response.text == f"{64 * 16384} True"
 
 
 @pytest.mark.asyncio
-async def test_deadline_before_response_gives_504() -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_deadline_before_response_gives_504(server: str) -> None:
     """A handler still working when the deadline passes is cancelled; the client gets a 504."""
     work = Work()
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # hypercorn tries lifespan: decline it
         assert cs.current_deadline() < math.inf
         await work.forever()
 
     async with (
-        serve(CancelOnDisconnect(app, timeout=0.05)) as url,
+        SERVERS[server](CancelOnDisconnect(app, timeout=0.05)) as url,
         httpx.AsyncClient() as client,
     ):
         response = await client.get(url + "/slow")
@@ -202,7 +212,8 @@ async def test_streaming_response_streams() -> None:
 
 
 @pytest.mark.asyncio
-async def test_client_leaving_a_stream_stops_its_generator() -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_client_leaving_a_stream_stops_its_generator(server: str) -> None:
     """A client that stops reading a stream and closes it ends the generator server-side."""
     work = Work()
 
@@ -216,7 +227,7 @@ async def test_client_leaving_a_stream_stops_its_generator() -> None:
 
     app = Starlette(routes=[Route("/endless", endpoint)])
     app.add_middleware(CancelOnDisconnect)
-    async with serve(app) as url, httpx.AsyncClient() as client:
+    async with SERVERS[server](app) as url, httpx.AsyncClient() as client:
         async with client.stream("GET", url + "/endless") as response:
             async for line in response.aiter_lines():
                 assert line == "first"
@@ -226,7 +237,8 @@ async def test_client_leaving_a_stream_stops_its_generator() -> None:
 
 
 @pytest.mark.asyncio
-async def test_background_task_after_response_is_not_cancelled() -> None:
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_background_task_after_response_is_not_cancelled(server: str) -> None:
     """After a complete response, the disconnect uvicorn reports and the deadline cancel nothing."""
     release = asyncio.Event()
     done = asyncio.Event()
@@ -243,7 +255,7 @@ async def test_background_task_after_response_is_not_cancelled() -> None:
 
     app = Starlette(routes=[Route("/", endpoint)])
     app.add_middleware(CancelOnDisconnect, timeout=30)
-    async with serve(app) as url, httpx.AsyncClient() as client:
+    async with SERVERS[server](app) as url, httpx.AsyncClient() as client:
         response = await client.get(url + "/")
         release.set()
         await _wait(done.wait())
