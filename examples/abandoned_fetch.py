@@ -24,8 +24,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
+try:
+    import httpx
+    import uvicorn
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"{exc.name} is missing: pip install 'asyncio-cancelscope[demo]' (uvicorn and httpx)"
+    ) from exc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -291,11 +291,7 @@ def _rows(results: dict[str, dict[str, object]]) -> list[list[str]]:
     g, c = results["gather"], results["cancelscope"]
     return [
         ["connections held after the failure", str(g["held"]), str(c["held"])],
-        [
-            "...until returned to the pool",
-            f"{g['seconds']:.2f}s",  # type: ignore[str-format]
-            f"{c['seconds']:.2f}s",  # type: ignore[str-format]
-        ],
+        ["...until returned to the pool", f"{g['seconds']:.2f}s", f"{c['seconds']:.2f}s"],
         ["queries interrupted in the database", str(g["interrupted"]), str(c["interrupted"])],
         [f"burst of {BURST}: in use every {BURST_GAP / 2}s", _spark(g["samples"]),
          _spark(c["samples"])],
