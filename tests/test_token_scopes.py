@@ -129,6 +129,7 @@ async def test_scope_never_entered_is_freed_and_ignores_its_token() -> None:
     del scope
     gc.collect()
     assert ref() is None
+    assert _callback_count(token) == 0
     token.cancel()
 
 

@@ -1172,6 +1172,12 @@ CancellationScope.__module__ = "cancelscope"
 _token_lock = threading.Lock()
 
 
+def _unlink(token_ref: weakref.ref[CancelToken], key: object, _gone: object) -> None:
+    token = token_ref()
+    if token is not None:
+        token._remove(key)
+
+
 class _TokenLink:
     """A scope's registration on the token passed as ``token=``.
 
@@ -1198,6 +1204,9 @@ class _TokenLink:
         if key is not None:
             link.key = key
             scope._token_link = link
+            # A scope dropped without exiting (never entered) unregisters too;
+            # the callback holds no reference to the link (no cycle).
+            link.scope = weakref.ref(scope, partial(_unlink, link.token, key))
 
     def detach(self) -> None:
         key, self.key = self.key, None
