@@ -232,14 +232,56 @@ async def test_bad_arguments_start_nothing() -> None:
 
 
 @pytest.mark.asyncio
-async def test_token_link_is_removed_after_each_call() -> None:
-    """Each call unregisters from the scope's token, so loops of calls leave nothing behind."""
+async def test_calls_register_nothing_on_the_scope() -> None:
+    """Calls leave no callback on the scope's token, so loops of calls leave nothing behind."""
     async with cs.cancellable() as scope:
         for n in range(3):
             assert await cs.to_thread(int, n) == n
         callbacks = scope.token._callbacks
         assert callbacks is not None
         assert len(callbacks) == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_thread_in_a_shield_runs_to_its_end() -> None:
+    """In a shield reached by an outer request, the thread's token stays quiet and it finishes."""
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    release = threading.Event()
+
+    def flush() -> str:
+        token = cs.current_token()
+        assert token is not None
+        loop.call_soon_threadsafe(started.set)
+        assert release.wait(GUARD)
+        return f"flushed, token cancelled: {token.cancelled}"
+
+    results: list[str] = []
+    async with cs.move_on_after(None) as outer:
+
+        async def cancel_outer() -> None:
+            await started.wait()
+            outer.cancel("shutdown")
+            release.set()
+
+        outer.spawn(cancel_outer)
+        async with cs.non_cancellable() as shield:
+            results.append(await cs.to_thread(flush))
+            results.append(f"shield token: {shield.token.cancelled}")
+        await forever()
+    assert outer.cancelled_caught
+    assert results == ["flushed, token cancelled: False", "shield token: True"]
+
+
+@pytest.mark.asyncio
+async def test_already_cancelled_scope_starts_no_thread() -> None:
+    """to_thread in a scope already cancelled raises at once; the function never runs."""
+    called: list[str] = []
+    async with cs.move_on_after(0) as scope:
+        await cs.to_thread(called.append, "ran")
+    assert scope.cancelled_caught
+    assert called == []
 
 
 # --------------------------------------------------------------------------- SQLite

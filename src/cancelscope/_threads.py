@@ -16,7 +16,6 @@ import math
 import sys
 from asyncio import CancelledError
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _scope
@@ -87,8 +86,11 @@ async def to_thread(
     """Run ``fn(*args)`` in a worker thread with a token it can honour; return its result.
 
     Inside the thread ``current_token()`` returns a `CancelToken` that fires
-    when the calling scope is cancelled (or a cancel request reaches it) and
-    when the calling task is cancelled natively. Cooperative code checks it
+    when the caller is cancelled: its current scope is cancelled (with that
+    request's reason and failure), or the task is cancelled natively. Inside
+    a shield that a request from outside reached, it does not fire: cleanup
+    in a shield runs to its end. In an already cancelled scope the thread is
+    not started at all. Cooperative code checks it
     (``raise_if_cancelled()``, ``wait_blocking()``, ``add_callback()``);
     for code that cannot, use ``scope.on_cancel`` to interrupt it.
 
@@ -110,39 +112,45 @@ async def to_thread(
         raise TypeError(f"to_thread() needs a callable, not {type(fn).__name__}")
     limit = _check_abandon(abandon_after)
     loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    ts = _scope._get_state(task) if task is not None else None
+    scope = ts.scope if ts is not None else None
+    if scope is not None and scope._cancelled_by is not None:
+        # Already cancelled: take the CancelledError here, before a thread starts.
+        await asyncio.sleep(0)
     token = CancelToken()
-    outer = current_token()
-    remove = outer.add_callback(partial(token._adopt, outer)) if outer is not None else None
+    ctx = contextvars.copy_context()
+    ctx.run(_thread_token.set, token)
+
+    def call() -> T:
+        return ctx.run(fn, *args)
+
+    fut = loop.run_in_executor(None, call)
     try:
-        ctx = contextvars.copy_context()
-        ctx.run(_thread_token.set, token)
-
-        def call() -> T:
-            return ctx.run(fn, *args)
-
-        fut = loop.run_in_executor(None, call)
-        try:
-            # asyncio.wait never cancels what it waits for: the thread's
-            # future stays ours to wait on after a cancellation.
-            await asyncio.wait((fut,))
-        except CancelledError as exc:
+        # asyncio.wait never cancels what it waits for: the thread's future
+        # stays ours to wait on after a cancellation.
+        await asyncio.wait((fut,))
+    except CancelledError as exc:
+        # Fired on delivery, not on scope.token: inside a shield that a
+        # request from outside reached, the thread must go on (cleanup).
+        req = scope._cancelled_by if scope is not None else None
+        if req is not None:
+            token._fire_request(req)
+        else:
             token.cancel("the task awaiting to_thread() was cancelled")
-            if not await _wait_for_thread(loop, fut, limit):
-                _add_note(
-                    exc,
-                    f"to_thread(): {_name(fn)} did not finish within abandon_after="
-                    f"{abandon_after!r}s of the cancellation; its thread was abandoned and "
-                    "may still be running",
-                )
-                raise
-            error = fut.exception()
-            if error is not None and not isinstance(error, CancelledFailure):
-                raise error from None
+        if not await _wait_for_thread(loop, fut, limit):
+            _add_note(
+                exc,
+                f"to_thread(): {_name(fn)} did not finish within abandon_after="
+                f"{abandon_after!r}s of the cancellation; its thread was abandoned and "
+                "may still be running",
+            )
             raise
-        return fut.result()
-    finally:
-        if remove is not None:
-            remove()
+        error = fut.exception()
+        if error is not None and not isinstance(error, CancelledFailure):
+            raise error from None
+        raise
+    return fut.result()
 
 
 async def _wait_for_thread(
