@@ -389,3 +389,11 @@ def test_after_cancelled_early_drops_its_timer() -> None:
     with pytest.raises(cs.CancelledFailure) as info:
         token.raise_if_cancelled()
     assert info.value.reason == "early"
+
+
+def test_after_with_a_huge_delay_keeps_the_timer_thread_alive() -> None:
+    """A timeout beyond what Condition.wait accepts neither fails nor stops other timers."""
+    huge = cs.CancelToken.after(1e300)
+    assert cs.CancelToken.after(0.001).wait_blocking(GUARD)
+    assert not huge.cancelled
+    huge.cancel()

@@ -477,7 +477,8 @@ class _Timers:
                 when = heap[0][0]
                 delay = when - time.monotonic()
                 if delay > 0:
-                    cond.wait(delay)
+                    # Clamped: Condition.wait refuses timeouts past TIMEOUT_MAX.
+                    cond.wait(min(delay, threading.TIMEOUT_MAX))
                     continue
                 entry = heapq.heappop(heap)
                 token: CancelToken = entry[2]
