@@ -496,6 +496,8 @@ class CancellationScope:
     ``cancellable=False`` shields the scope from requests made outside it.
     ``timeout`` (seconds from entry) and ``deadline`` (absolute
     ``loop.time()``) are mutually exclusive; ``None`` or ``math.inf`` mean none.
+    ``token`` links a `CancelToken`: the scope is cancelled (with the token's
+    reason) when it fires, from any thread; the link is removed at exit.
     """
 
     # Fields touched by every entry and exit live in slots; the rest only

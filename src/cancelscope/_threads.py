@@ -16,6 +16,7 @@ import math
 import sys
 from asyncio import CancelledError
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _scope
@@ -119,38 +120,54 @@ async def to_thread(
         # Already cancelled: take the CancelledError here, before a thread starts.
         await asyncio.sleep(0)
     token = CancelToken()
+    # Told at once, in the cancel() call, when the scope becomes effectively
+    # cancelled, and before the scope's own callbacks (on_cancel(conn.interrupt)
+    # must find the thread's token fired). A shield reached from outside is
+    # not cancelled: then only the delivery below fires the token.
+    key = scope.token._register(partial(_follow, scope, token), front=True) if scope else None
     ctx = contextvars.copy_context()
     ctx.run(_thread_token.set, token)
 
     def call() -> T:
         return ctx.run(fn, *args)
 
-    fut = loop.run_in_executor(None, call)
     try:
-        # asyncio.wait never cancels what it waits for: the thread's future
-        # stays ours to wait on after a cancellation.
-        await asyncio.wait((fut,))
-    except CancelledError as exc:
-        # Fired on delivery, not on scope.token: inside a shield that a
-        # request from outside reached, the thread must go on (cleanup).
-        req = scope._cancelled_by if scope is not None else None
-        if req is not None:
-            token._fire_request(req)
-        else:
-            token.cancel("the task awaiting to_thread() was cancelled")
-        if not await _wait_for_thread(loop, fut, limit):
-            _add_note(
-                exc,
-                f"to_thread(): {_name(fn)} did not finish within abandon_after="
-                f"{abandon_after!r}s of the cancellation; its thread was abandoned and "
-                "may still be running",
-            )
+        fut = loop.run_in_executor(None, call)
+        try:
+            # asyncio.wait never cancels what it waits for: the thread's
+            # future stays ours to wait on after a cancellation.
+            await asyncio.wait((fut,))
+        except CancelledError as exc:
+            # A native cancel, or a shield cancelled after a request from
+            # outside had already fired its token: fire it now.
+            req = scope._cancelled_by if scope is not None else None
+            if req is not None:
+                token._fire_request(req)
+            else:
+                token.cancel("the task awaiting to_thread() was cancelled")
+            if not await _wait_for_thread(loop, fut, limit):
+                _add_note(
+                    exc,
+                    f"to_thread(): {_name(fn)} did not finish within abandon_after="
+                    f"{abandon_after!r}s of the cancellation; its thread was abandoned and "
+                    "may still be running",
+                )
+                raise
+            error = fut.exception()
+            if error is not None and not isinstance(error, CancelledFailure):
+                raise error from None
             raise
-        error = fut.exception()
-        if error is not None and not isinstance(error, CancelledFailure):
-            raise error from None
-        raise
-    return fut.result()
+        return fut.result()
+    finally:
+        if key is not None:
+            assert scope is not None
+            scope.token._remove(key)
+
+
+def _follow(scope: _scope.CancellationScope, token: CancelToken) -> None:
+    req = scope._cancelled_by
+    if req is not None:
+        token._fire_request(req)
 
 
 async def _wait_for_thread(

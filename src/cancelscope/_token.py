@@ -182,14 +182,20 @@ class CancelToken:
         key = self._register(callback)
         return _noop if key is None else partial(self._remove, key)
 
-    def _register(self, callback: Callable[[], object]) -> object | None:
-        """Register ``callback`` and return its key; or run it now and return None."""
+    def _register(self, callback: Callable[[], object], front: bool = False) -> object | None:
+        """Register ``callback`` and return its key; or run it now and return None.
+
+        ``front`` puts it before the callbacks already registered.
+        """
         key = object()
         with self._lock:
             callbacks = self._callbacks
             if callbacks is not None:
                 first = not callbacks
-                callbacks[key] = callback
+                if front and callbacks:
+                    callbacks = self._callbacks = {key: callback, **callbacks}
+                else:
+                    callbacks[key] = callback
                 if first and self._forwards:
                     self._observed(True)
                 return key
