@@ -318,6 +318,28 @@ async def test_current_token_in_a_child_fires_on_handle_cancel() -> None:
 
 
 @pytest.mark.asyncio
+async def test_child_token_failure_names_the_owning_scope() -> None:
+    """A child's token fired by handle.cancel() raises a failure whose .scope is the owner."""
+    tokens: list[cs.CancelToken] = []
+    started = asyncio.Event()
+
+    async def child() -> None:
+        token = cs.current_token()
+        assert token is not None
+        tokens.append(token)
+        await forever(started)
+
+    async with cs.cancellable(name="owner") as scope:
+        handle = scope.spawn(child, name="worker")
+        await started.wait()
+        handle.cancel("only you")
+    with pytest.raises(cs.CancelledFailure) as info:
+        tokens[0].raise_if_cancelled()
+    assert (info.value.scope, info.value.reason) == (scope, "only you")
+    assert "child task 'worker'" in str(info.value)
+
+
+@pytest.mark.asyncio
 @pytest.mark.all_loops
 async def test_current_token_in_asyncio_to_thread() -> None:
     """In a thread started by asyncio.to_thread, current_token() is the caller's scope token."""

@@ -151,7 +151,13 @@ class CancelToken:
     def _failure(self) -> CancelledFailure:
         req = self._request
         if req is not None:
-            return req.failure()
+            failure = req.failure()
+            origin = failure.scope
+            if origin is not None and origin._hidden:
+                # handle.cancel(): report the scope the child belongs to, as
+                # the handle does; the per-child scope stays invisible.
+                failure.scope = origin._parent
+            return failure
         if self._deadline is not None:
             return TimeoutFailure(
                 "cancel token timed out (deadline exceeded)",
