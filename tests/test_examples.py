@@ -41,6 +41,18 @@ def test_tour_output() -> None:
     assert "3. scope 'checkout' timed out (deadline exceeded) | a TimeoutError too: True" in out
 
 
+def test_composing_output() -> None:
+    """The composing patterns: timeouts, race losers, pipeline, watchdog, token, SQLite."""
+    out = _run(str(ROOT / "examples" / "composing.py"))
+    assert "1. scope 'fetch' timed out (deadline exceeded)" in out
+    assert "1. download: cancel token timed out (deadline exceeded)" in out
+    assert "2. rows from primary | stopped: ['replica']" in out
+    assert "| pipeline: consumer has enough" in out
+    assert "4. watchdog: memory over limit | stopped: ['a', 'b']" in out
+    assert "5. scope 'job 42' was cancelled: cancelled by the user" in out
+    assert "6. query interrupted: True" in out
+
+
 def test_demo_module() -> None:
     """`python -m cancelscope.demo` contrasts gather's zombies with a scope's cleanup."""
     out = _run("-m", "cancelscope.demo")

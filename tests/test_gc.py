@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import cancelscope as cs
-from cancelscope import _scope, _tasks
+from cancelscope import _scope, _tasks, _token
 
 from ._helpers import ExceptionGroup
 
@@ -80,3 +80,25 @@ async def test_cancelled_nest_and_failed_child_leave_no_cycle(garbage: list[obje
     del outer
     _collect_ours(garbage)
     assert garbage == []
+
+
+@pytest.mark.asyncio
+async def test_tokens_links_and_helpers_leave_no_cycle(garbage: list[object]) -> None:
+    """scope.token, token=, on_cancel, CancelToken.any, to_thread and race leave no cycle."""
+    external = cs.CancelToken()
+    combined = cs.CancelToken.any(external, cs.CancelToken())
+    linked = cs.CancellationScope(token=combined, raise_on_cancel=False)
+    async with cs.move_on_after(None) as outer, linked:
+        linked.on_cancel(dict)
+        linked.on_cancel(int)
+        assert await cs.to_thread(int, 7) == 7
+        assert await cs.race(asyncio.sleep(0, "a"), _sleep_long()) == "a"
+        external.cancel("stop")
+        await asyncio.sleep(0)
+    assert linked.cancelled_caught
+    assert outer.token.cancelled is False
+    del outer, linked, combined, external
+    gc.collect()
+    found = [o for o in gc.garbage if isinstance(o, (*OURS, _token.CancelToken))]
+    gc.garbage.clear()
+    assert found == []

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import math
 import sys
+import threading
 import weakref
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -42,6 +44,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast, overload
 
 from ._exceptions import CancelledFailure, TimeoutFailure
+from ._token import CancelToken
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
@@ -89,7 +92,7 @@ class _Request:
     cancelled scope must not become a reference cycle.
     """
 
-    __slots__ = ("_message", "_origin", "deadline", "reason")
+    __slots__ = ("_message", "_origin", "deadline", "hooked", "reason")
 
     def __init__(
         self, origin: CancellationScope, reason: str | None, deadline: float | None = None
@@ -102,6 +105,9 @@ class _Request:
         if reason is not None:
             text += f": {reason}"
         self._message = _CancelMessage(text)
+        # Scopes this request reached that have a token to fire once the
+        # request has been carried through the tree (see _reach).
+        self.hooked: list[CancellationScope] | None = None
 
     @property
     def origin(self) -> CancellationScope | None:
@@ -201,8 +207,19 @@ def _get_state(task: asyncio.Task[Any]) -> _TaskState | None:
     return ts
 
 
+# The state of the task whose context this is: set once per task, when the
+# task first enters a scope (never on scope entry/exit), so that a thread
+# started with asyncio.to_thread, which copies the context, can find the
+# task's current scope (current_token()).
+_task_state_var: contextvars.ContextVar[_TaskState] = contextvars.ContextVar(
+    "cancelscope_task_state"
+)
+
+
 def _new_state(task: asyncio.Task[Any]) -> _TaskState:
+    """Create ``task``'s state; called in ``task`` itself (its context is current)."""
     ts = _TaskState()
+    _task_state_var.set(ts)
     try:
         setattr(task, _STATE_ATTR, ts)
     except AttributeError:  # pragma: no cover - only with task types without __dict__
@@ -326,14 +343,34 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
 def _reach(scope: CancellationScope, req: _Request) -> None:
     """A request has arrived at ``scope``: the one place every request passes.
 
-    Resolves ``cancel_requested`` the first time. (Later seams: on_cancel
-    callbacks and tokens hook in here.)
+    Resolves ``cancel_requested`` the first time, and notes the scope's token
+    (``scope.token``, ``on_cancel``) on the request: the caller fires it with
+    `_fire_tokens` once the request has been carried through the tree, so
+    user callbacks never run in the middle of the walk.
     """
     if scope._reached_by is None:
+        # Written before _token is read; `token` writes _token before reading
+        # _reached_by: a token created in another thread meanwhile is fired
+        # by one side or the other (firing twice is harmless).
         scope._reached_by = req
         fut = scope._requested_fut
         if fut is not None:
             fut._resolve(req.failure())
+        if scope._token is not None:
+            hooked = req.hooked
+            if hooked is None:
+                req.hooked = [scope]
+            else:
+                hooked.append(scope)
+
+
+def _fire_tokens(req: _Request) -> None:
+    """Fire the tokens of the scopes ``req`` reached, outermost first."""
+    hooked, req.hooked = req.hooked, None
+    for scope in hooked or ():
+        token = scope._token
+        if token is not None:
+            token._fire_request(req)
 
 
 def _carry(top: CancellationScope, req: _Request) -> None:
@@ -459,6 +496,8 @@ class CancellationScope:
     ``cancellable=False`` shields the scope from requests made outside it.
     ``timeout`` (seconds from entry) and ``deadline`` (absolute
     ``loop.time()``) are mutually exclusive; ``None`` or ``math.inf`` mean none.
+    ``token`` links a `CancelToken`: the scope is cancelled (with the token's
+    reason) when it fires, from any thread; the link is removed at exit.
     """
 
     # Fields touched by every entry and exit live in slots; the rest only
@@ -501,6 +540,11 @@ class CancellationScope:
     _children: dict[TaskHandle[Any], None] | None = None
     _failures: list[BaseException] | None = None
     _exit_fut: asyncio.Future[None] | None = None
+    # scope.token, created on first use (any thread: see the property);
+    # fired by _fire_tokens. on_cancel callbacks are its callbacks.
+    _token: CancelToken | None = None
+    # Registration on the token passed as token=; removed at exit.
+    _token_link: _TokenLink | None = None
     # Set at entry: entered with plain `with`.
     _sync: bool
 
@@ -517,6 +561,7 @@ class CancellationScope:
         deadline: float | None = None,
         name: str | None = None,
         raise_on_cancel: bool = True,
+        token: CancelToken | None = None,
     ) -> None:
         if timeout is not None and deadline is not None:
             raise ValueError(
@@ -541,6 +586,8 @@ class CancellationScope:
         self._task: asyncio.Task[Any] | None = None
         self._parent: CancellationScope | None = None
         self._timer: asyncio.TimerHandle | None = None
+        if token is not None:
+            _TokenLink.link(self, token)
 
     # ------------------------------------------------------------------ public API
 
@@ -661,6 +708,60 @@ class CancellationScope:
                 fut.set_result(req.failure())
             self._requested_fut = fut
         return fut
+
+    @property
+    def token(self) -> CancelToken:
+        """A `CancelToken` that fires when a cancel request reaches this scope.
+
+        That is exactly when `cancel_requested` resolves: `cancel()` or the
+        deadline, a request from an enclosing scope (also for a shield, which
+        it stops at), a failing child. Its reason is the request's, and its
+        ``raise_if_cancelled()`` raises the request's `CancelledFailure`. It
+        fires in the loop's thread once the request has reached every scope
+        below, before any task sees its CancelledError. Pass it to threads
+        and synchronous code; readable from any thread.
+        """
+        token = self._token
+        if token is None:
+            with _token_lock:
+                token = self._token
+                if token is None:
+                    token = self._token = CancelToken()
+            # See _reach: a request that arrived before _token was set.
+            req = self._reached_by
+            if req is not None:
+                token._fire_request(req)
+        return token
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` when a cancel request reaches this scope; return a remover.
+
+        Temporal's "CancellationScopes and callbacks": for stopping what
+        cancellation cannot interrupt (``sqlite3.Connection.interrupt``, a
+        subprocess, a socket). Runs when ``scope.token`` fires: in the loop's
+        thread, after the request has reached every scope below and before
+        any task sees its CancelledError; at once if a request already
+        reached the scope. Callbacks run in registration order; an exception
+        is passed to the loop's exception handler and never stops delivery
+        or the other callbacks. Never called for a scope that exits without
+        being reached.
+        """
+        if self._state is _EXITED and self._reached_by is None:
+            if not callable(callback):
+                raise TypeError(
+                    f"on_cancel() needs a callable taking no arguments, not "
+                    f"{type(callback).__name__}"
+                )
+            return _noop
+        return self.token.add_callback(callback)
+
+    def _cancel_by_token(self, token: CancelToken) -> None:
+        """The token passed as ``token=`` fired (in this scope's loop, or before entry)."""
+        if self._state is _EXITED:
+            return
+        req = token._request
+        deadline = req.deadline if req is not None else token._deadline
+        self._own_request(_Request(self, token._reason, deadline))
 
     def cancel(self, reason: str | None = None) -> None:
         """Request cancellation of this scope and everything inside it.
@@ -825,6 +926,9 @@ class CancellationScope:
                 self._cancelled_by = own
         if self._cancelled_by is not None:
             _schedule(task, ts)
+        for req in (inherited, own):
+            if req is not None and req.hooked is not None:
+                _fire_tokens(req)
 
     def _exit_check(self) -> _TaskState:
         """Refuse a wrong exit before changing anything; return the host's task state."""
@@ -889,6 +993,11 @@ class CancellationScope:
         if timer is not None:
             timer.cancel()
             self._timer = None
+        link = self._token_link
+        if link is not None:
+            # A long-lived token must not keep exited scopes registered.
+            self._token_link = None
+            link.detach()
         parent = self._parent
         self._state = _EXITED
         self._task = None
@@ -977,6 +1086,8 @@ class CancellationScope:
             if self._cancelled_by is None:
                 self._cancelled_by = req
                 _carry(self, req)
+            if req.hooked is not None:
+                _fire_tokens(req)
 
     def _start_deadline(self) -> None:
         timeout = self._timeout
@@ -1058,6 +1169,66 @@ class CancellationScope:
 
 
 CancellationScope.__module__ = "cancelscope"
+
+# Serialises the creation of scope.token between threads.
+_token_lock = threading.Lock()
+
+
+def _unlink(token_ref: weakref.ref[CancelToken], key: object, _gone: object) -> None:
+    token = token_ref()
+    if token is not None:
+        token._remove(key)
+
+
+class _TokenLink:
+    """A scope's registration on the token passed as ``token=``.
+
+    Holds the scope and the token weakly (the token holds the link), so a
+    linked scope is freed like any other; the scope removes it at exit.
+    """
+
+    __slots__ = ("key", "loop", "scope", "token")
+
+    def __init__(self, scope: CancellationScope, token: CancelToken) -> None:
+        self.scope = weakref.ref(scope)
+        self.token = weakref.ref(token)
+        # Where a token fired before entry delivers (None outside a loop).
+        self.loop = _get_running_loop()
+        self.key: object | None = None
+
+    @staticmethod
+    def link(scope: CancellationScope, token: CancelToken) -> None:
+        obj: object = token  # callers may pass anything at runtime
+        if not isinstance(obj, CancelToken):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"token must be a CancelToken or None, not {type(obj).__name__}")
+        link = _TokenLink(scope, token)
+        key = token._register(link)
+        if key is not None:
+            link.key = key
+            scope._token_link = link
+            # A scope dropped without exiting (never entered) unregisters too;
+            # the callback holds no reference to the link (no cycle).
+            link.scope = weakref.ref(scope, partial(_unlink, link.token, key))
+
+    def detach(self) -> None:
+        key, self.key = self.key, None
+        token = self.token()
+        if key is not None and token is not None:
+            token._remove(key)
+
+    def __call__(self) -> None:
+        scope = self.scope()
+        token = self.token()
+        if scope is None or token is None:
+            return
+        task = scope._task
+        loop = task.get_loop() if task is not None else self.loop
+        if loop is not None and _get_running_loop() is not loop:
+            # Another thread: hand it to the scope's loop, as cancel() does.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(scope._cancel_by_token, token)
+            return
+        scope._cancel_by_token(token)
 
 
 def _noop() -> None:

@@ -1,0 +1,359 @@
+"""Scopes and tokens: token=, scope.token, scope.on_cancel and current_token()."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import weakref
+from typing import Any
+
+import pytest
+
+import cancelscope as cs
+
+from ._helpers import ExceptionGroup, forever, forever_noting_cancel
+
+GUARD = 30.0
+
+
+def _callback_count(token: cs.CancelToken) -> int:
+    callbacks = token._callbacks
+    return 0 if callbacks is None else len(callbacks)
+
+
+# --------------------------------------------------------------------------- token=
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_linked_token_cancels_the_scope_with_its_reason() -> None:
+    """CancellationScope(token=t): t.cancel(reason) cancels the scope, reason carried over."""
+    token = cs.CancelToken()
+    record: list[str] = []
+    scope = cs.CancellationScope(token=token, name="linked")
+
+    async def body() -> None:
+        async with scope:
+            asyncio.get_running_loop().call_soon(token.cancel, "external")
+            await forever_noting_cancel(record, "body cancelled")
+
+    with pytest.raises(cs.CancelledFailure) as info:
+        await body()
+    assert record == ["body cancelled"]
+    assert (info.value.reason, info.value.scope) == ("external", scope)
+    assert scope.cancel_called
+    assert scope.cancel_reason == "external"
+    assert type(info.value) is cs.CancelledFailure
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_linked_token_fired_from_a_thread() -> None:
+    """A linked token fired from another thread cancels the scope in its loop."""
+    token = cs.CancelToken()
+    entered = asyncio.Event()
+
+    async def host() -> str:
+        try:
+            async with cs.CancellationScope(token=token):
+                entered.set()
+                await forever()
+        except cs.CancelledFailure as failure:
+            return f"failure {failure.reason}"
+        return "not cancelled"
+
+    task = asyncio.create_task(host())
+    await entered.wait()
+    thread = threading.Thread(target=token.cancel, args=("from thread",))
+    thread.start()
+    thread.join(GUARD)
+    assert await asyncio.wait_for(task, GUARD) == "failure from thread"
+
+
+@pytest.mark.asyncio
+async def test_token_fired_before_construction_precancels() -> None:
+    """A token already fired pre-cancels the scope: the first await is cancelled."""
+    token = cs.CancelToken()
+    token.cancel("too late")
+    scope = cs.CancellationScope(token=token)
+    assert scope.cancel_called
+    assert scope.cancel_reason == "too late"
+    with pytest.raises(cs.CancelledFailure, match="too late"):
+        async with scope:
+            await asyncio.sleep(0)
+    assert scope.cancelled_caught
+
+
+@pytest.mark.asyncio
+async def test_token_fired_before_entry_precancels() -> None:
+    """A token fired between construction and entry pre-cancels the scope."""
+    token = cs.CancelToken()
+    scope = cs.CancellationScope(token=token)
+    token.cancel("before entry")
+    async with cs.move_on_after(None) as outer:  # any enclosing scope: not reached
+        with pytest.raises(cs.CancelledFailure, match="before entry"):
+            async with scope:
+                await asyncio.sleep(0)
+    assert not outer.cancel_called
+
+
+@pytest.mark.asyncio
+async def test_timeout_token_reports_timeout_failure() -> None:
+    """A scope linked to a timeout token that fired reports TimeoutFailure."""
+    with pytest.raises(cs.TimeoutFailure):
+        async with cs.CancellationScope(token=cs.CancelToken.after(0)):
+            await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_link_is_removed_at_exit_and_scope_is_freed() -> None:
+    """At exit the scope unregisters from its token; the token does not keep it alive."""
+    token = cs.CancelToken()
+    async with cs.CancellationScope(token=token) as scope:
+        assert _callback_count(token) == 1
+    assert _callback_count(token) == 0
+    ref = weakref.ref(scope)
+    del scope
+    gc.collect()
+    assert ref() is None
+    token.cancel()  # nothing left to cancel
+
+
+@pytest.mark.asyncio
+async def test_scope_never_entered_is_freed_and_ignores_its_token() -> None:
+    """A linked scope that is dropped unentered is freed; the token firing later is harmless."""
+    token = cs.CancelToken()
+    scope = cs.CancellationScope(token=token)
+    ref = weakref.ref(scope)
+    del scope
+    gc.collect()
+    assert ref() is None
+    assert _callback_count(token) == 0
+    token.cancel()
+
+
+def test_token_must_be_a_cancel_token() -> None:
+    """token= with anything but a CancelToken raises TypeError."""
+    with pytest.raises(TypeError, match="token must be a CancelToken"):
+        cs.CancellationScope(token="t")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_scope_token_chains_scopes() -> None:
+    """CancellationScope(token=a.token) is cancelled when scope a is, with a's reason."""
+    record: list[str] = []
+    async with cs.move_on_after(None) as a:
+        b_scope = cs.CancellationScope(token=a.token, name="b")
+        try:
+            async with b_scope:
+                a.cancel("a stops")
+                await forever_noting_cancel(record, "b body cancelled")
+        except cs.CancelledFailure as failure:
+            record.append(f"b failure {failure.reason}")
+    assert record == ["b body cancelled"]
+    assert b_scope.cancel_reason == "a stops"
+
+
+# --------------------------------------------------------------------------- scope.token
+
+
+@pytest.mark.asyncio
+async def test_scope_token_fires_synchronously_on_cancel() -> None:
+    """scope.cancel() in the loop fires scope.token at once, with the scope's failure."""
+    async with cs.move_on_after(None, name="s") as scope:
+        token = scope.token
+        assert scope.token is token
+        assert not token.cancelled
+        scope.cancel("why")
+        assert (token.cancelled, token.reason) == (True, "why")
+        with pytest.raises(cs.CancelledFailure) as info:
+            token.raise_if_cancelled()
+        assert info.value.scope is scope
+        assert str(info.value) == "scope 's' was cancelled: why"
+
+
+@pytest.mark.asyncio
+async def test_scope_token_read_after_the_request_is_fired() -> None:
+    """scope.token first read after a request reached the scope is already fired."""
+    scope = cs.move_on_after(None)
+    async with scope:
+        scope.cancel("early")
+        assert scope.token.reason == "early"
+    assert scope.token.cancelled
+
+
+@pytest.mark.asyncio
+async def test_scope_token_fires_for_outer_requests_and_stops_at_shields() -> None:
+    """An outer request fires the tokens of nested scopes and of a shield, not below it."""
+    async with (
+        cs.move_on_after(None) as outer,
+        cs.cancellable() as inner,
+        cs.non_cancellable() as shield,
+        cs.cancellable() as below,
+    ):
+        tokens = [inner.token, shield.token, below.token]
+        outer.cancel("outer")
+        assert [t.cancelled for t in tokens] == [True, True, False]
+        with pytest.raises(cs.CancelledFailure) as info:
+            inner.token.raise_if_cancelled()
+        assert (info.value.scope, info.value.reason) == (outer, "outer")
+
+
+# --------------------------------------------------------------------------- on_cancel
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_on_cancel_callbacks_run_in_order_with_remover() -> None:
+    """on_cancel callbacks run once when a request reaches the scope; a removed one does not."""
+    record: list[str] = []
+    async with cs.move_on_after(None) as outer, cs.non_cancellable() as shield:
+        shield.on_cancel(lambda: record.append("one"))
+        remove = shield.on_cancel(lambda: record.append("removed"))
+        shield.on_cancel(lambda: record.append("two"))
+        remove()
+        outer.cancel()
+        outer.cancel()
+        record.append("shield body goes on")
+        await asyncio.sleep(0)
+    assert record == ["one", "two", "shield body goes on"]
+
+
+@pytest.mark.asyncio
+async def test_on_cancel_failure_is_reported_and_delivery_goes_on() -> None:
+    """A failing on_cancel callback goes to the loop's exception handler; delivery still happens."""
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: contexts.append(context))
+    record: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("callback broke")
+
+    async with cs.move_on_after(None) as scope:
+        scope.on_cancel(boom)
+        scope.on_cancel(lambda: record.append("second callback"))
+        loop.call_soon(scope.cancel)
+        await forever_noting_cancel(record, "body cancelled")
+    assert scope.cancelled_caught
+    assert record == ["second callback", "body cancelled"]
+    assert [type(c["exception"]) for c in contexts] == [RuntimeError]
+
+
+@pytest.mark.asyncio
+async def test_on_cancel_after_the_request_runs_at_once() -> None:
+    """on_cancel on a scope already reached runs the callback immediately."""
+    record: list[str] = []
+    async with cs.move_on_after(None) as scope:
+        scope.cancel()
+        scope.on_cancel(lambda: record.append("now"))
+        assert record == ["now"]
+
+
+@pytest.mark.asyncio
+async def test_on_cancel_after_a_quiet_exit_never_runs() -> None:
+    """on_cancel on a scope that exited without a request registers nothing."""
+    async with cs.cancellable() as scope:
+        pass
+    remove = scope.on_cancel(lambda: pytest.fail("must not run"))
+    remove()
+    scope.cancel()
+    with pytest.raises(TypeError, match="needs a callable"):
+        scope.on_cancel(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_on_cancel_for_a_failing_child() -> None:
+    """A failing child's cancellation of its scope runs the scope's on_cancel callbacks."""
+    record: list[str] = []
+
+    async def fail() -> None:
+        raise ValueError("child broke")
+
+    async def body() -> None:
+        async with cs.cancellable() as scope:
+            scope.on_cancel(lambda: record.append(f"on_cancel: {scope.cancel_reason}"))
+            scope.spawn(fail, name="worker")
+            await forever()
+
+    with pytest.raises(ExceptionGroup):
+        await body()
+    assert record == ["on_cancel: child task 'worker' failed with ValueError('child broke')"]
+
+
+# --------------------------------------------------------------------------- current_token()
+
+
+@pytest.mark.asyncio
+async def test_current_token_in_tasks() -> None:
+    """current_token(): None outside scopes, the innermost scope's token inside."""
+    assert cs.current_token() is None
+    async with cs.cancellable() as outer:
+        assert cs.current_token() is outer.token
+        async with cs.cancellable() as inner:
+            assert cs.current_token() is inner.token
+        assert cs.current_token() is outer.token
+    assert cs.current_token() is None
+
+
+@pytest.mark.asyncio
+async def test_current_token_in_a_child_fires_on_handle_cancel() -> None:
+    """In a child task current_token() fires when its handle is cancelled."""
+    started = asyncio.Event()
+    seen: list[str | None] = []
+
+    async def child() -> None:
+        token = cs.current_token()
+        assert token is not None
+        token.add_callback(lambda: seen.append(token.reason))
+        await forever(started)
+
+    async with cs.cancellable() as scope:
+        handle = scope.spawn(child)
+        await started.wait()
+        handle.cancel("just this one")
+    assert seen == ["just this one"]
+    assert not scope.cancel_called
+
+
+@pytest.mark.asyncio
+async def test_child_token_failure_names_the_owning_scope() -> None:
+    """A child's token fired by handle.cancel() raises a failure whose .scope is the owner."""
+    tokens: list[cs.CancelToken] = []
+    started = asyncio.Event()
+
+    async def child() -> None:
+        token = cs.current_token()
+        assert token is not None
+        tokens.append(token)
+        await forever(started)
+
+    async with cs.cancellable(name="owner") as scope:
+        handle = scope.spawn(child, name="worker")
+        await started.wait()
+        handle.cancel("only you")
+    with pytest.raises(cs.CancelledFailure) as info:
+        tokens[0].raise_if_cancelled()
+    assert (info.value.scope, info.value.reason) == (scope, "only you")
+    assert "child task 'worker'" in str(info.value)
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_current_token_in_asyncio_to_thread() -> None:
+    """In a thread started by asyncio.to_thread, current_token() is the caller's scope token."""
+
+    def work() -> cs.CancelToken | None:
+        return cs.current_token()
+
+    async with cs.cancellable() as scope:
+        assert await asyncio.to_thread(work) is scope.token
+        async with cs.cancellable() as inner:
+            assert await asyncio.to_thread(work) is inner.token
+    assert await asyncio.to_thread(work) is None
+
+
+def test_current_token_in_a_plain_thread_is_none() -> None:
+    """Outside any loop and any scope, current_token() is None."""
+    assert cs.current_token() is None
