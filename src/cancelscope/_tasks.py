@@ -269,8 +269,17 @@ async def _child_main(
     # Enter the hidden scope with the owner as parent.
     ts.scope = owner
     scope._enter(False)
+    closed = False
     try:
         value = await coro
+    except GeneratorExit:
+        # Closed outside its task (collected while pending, its loop closed):
+        # it will never run again; report nothing, schedule nothing.
+        scope._closing(GeneratorExit)
+        handle._state = _CANCELLED
+        owner._child_closed(handle)
+        closed = True
+        raise
     except BaseException as exc:
         absorbed = scope._finish(task, ts, type(exc), exc)
         if absorbed or isinstance(exc, CancelledError):
@@ -283,7 +292,8 @@ async def _child_main(
         scope._finish(task, ts, None, None)
         handle._finish(_RESULT, value)
     finally:
-        owner._child_done(handle)
+        if not closed:
+            owner._child_done(handle)
         # A failure's traceback keeps this frame alive: drop what it would
         # otherwise hold, so a failed child leaves no reference cycle.
-        del owner, handle, scope, coro, task, ts
+        del owner, handle, scope, coro, task, ts, closed
