@@ -48,12 +48,15 @@ async def test_raising_cancel_requested_callback_goes_to_the_loop_handler() -> N
         record.append("callback ran")
         raise ZeroDivisionError("in callback")
 
-    with pytest.raises(cs.CancelledFailure) as info:
+    async def body() -> None:
         async with cs.cancellable(name="s") as scope:
             scope.cancel_requested.add_done_callback(bad)
             scope.spawn(forever)
             scope.cancel("stop")
             await forever()
+
+    with pytest.raises(cs.CancelledFailure) as info:
+        await body()
     assert info.value.reason == "stop"
     await asyncio.sleep(0)  # the callback runs from the loop
     assert record == ["callback ran"]
@@ -64,7 +67,7 @@ async def test_raising_cancel_requested_callback_goes_to_the_loop_handler() -> N
 @pytest.mark.asyncio
 @pytest.mark.all_loops
 async def test_loop_callback_that_cancels_then_raises_still_cancels() -> None:
-    """A loop callback calling scope.cancel() and then raising: the cancel holds, the error is logged."""
+    """A loop callback calling cancel() and then raising: the cancel holds, the error is logged."""
     errors: list[dict[str, Any]] = []
     _record_loop_errors(errors)
 
@@ -104,13 +107,18 @@ async def test_child_raising_during_cancellation_cleanup_is_a_failure() -> None:
                 await asyncio.sleep(0)
             record.append("slow cleanup done")
 
-    with pytest.raises(ExceptionGroup) as info:
-        async with cs.cancellable(name="s") as scope:
+    scope = cs.cancellable(name="s")
+
+    async def body() -> None:
+        async with scope:
             scope.spawn(raises_in_cleanup)
             scope.spawn(slow_cleanup)
             await asyncio.sleep(0)
             scope.cancel("stop")
             await forever()
+
+    with pytest.raises(ExceptionGroup) as info:
+        await body()
     assert [repr(e) for e in info.value.exceptions] == ["ValueError('cleanup failed')"]
     assert scope.cancelled_caught
     assert record == ["slow cleanup done"]
@@ -159,7 +167,8 @@ async def test_host_cancelled_while_waiting_for_children(times: int) -> None:
     release.set()
     with pytest.raises(asyncio.CancelledError) as info:
         await task
-    assert info.value.args == ("native 0",)
+    if HAS_COUNTS:  # 3.10 hands the awaiter of a cancelled task a message-less copy
+        assert info.value.args == ("native 0",)
     assert record == ["unshielded child cancelled", "shielded child finished its work"]
     if HAS_COUNTS:
         assert task.cancelling() == times  # both requests still the canceller's to withdraw
@@ -171,7 +180,7 @@ async def test_host_cancelled_while_waiting_for_children(times: int) -> None:
 
 @pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
 def test_interrupt_in_a_child_is_raised_in_a_base_group(kind: type[BaseException]) -> None:
-    """KeyboardInterrupt/SystemExit in a child: siblings cancelled, BaseExceptionGroup out of run."""
+    """KeyboardInterrupt/SystemExit in a child: siblings cancelled, a BaseExceptionGroup escapes."""
     record: list[str] = []
     raised = kind()
 
@@ -241,10 +250,16 @@ async def test_child_ignoring_cancellation_in_a_shield_delays_the_exit() -> None
         await asyncio.sleep(0)
         record.append("not reached")  # pragma: no cover
 
-    with pytest.raises(cs.TimeoutFailure):
+    handles: list[cs.TaskHandle[None]] = []
+
+    async def body() -> None:
         async with cs.with_timeout(1, name="t") as scope:
-            handle = scope.spawn(laggard)
+            handles.append(scope.spawn(laggard))
             await forever()
+
+    with pytest.raises(cs.TimeoutFailure):
+        await body()
+    handle = handles[0]
     record.append(f"exit at {loop.time():g}")
     assert record == ["shielded work done at 6", "exit at 6"]
     assert handle.cancelled()
@@ -288,6 +303,7 @@ def test_loop_closed_with_open_scopes_unwinds_quietly(host_in_exit: bool) -> Non
     """
     loop = asyncio.new_event_loop()
     scopes: list[cs.CancellationScope] = []
+    holders: list[asyncio.Task[None]] = []
     started = asyncio.Event()
 
     async def child() -> None:
@@ -304,7 +320,7 @@ def test_loop_closed_with_open_scopes_unwinds_quietly(host_in_exit: bool) -> Non
                 await forever()
 
     async def start() -> None:
-        loop.create_task(holder())
+        holders.append(loop.create_task(holder()))
         await started.wait()
         await asyncio.sleep(0)
 
@@ -317,8 +333,11 @@ def test_loop_closed_with_open_scopes_unwinds_quietly(host_in_exit: bool) -> Non
     assert not scopes[0].cancel_called
     for task in tasks:
         task._log_destroy_pending = False  # type: ignore[attr-defined]  # asyncio's to report
-        task.get_coro().close()  # what collecting the pending task does
+        coro = task.get_coro()
+        assert coro is not None
+        coro.close()  # what collecting the pending task does
     assert [scope.active for scope in scopes] == [False, False]
     assert [scope._timer for scope in scopes] == [None, None]
     del tasks
+    del coro
     gc.collect()

@@ -51,12 +51,17 @@ async def test_many_children_cancelled_at_once() -> None:
     task = current_task()
     entry = cancelling(task)
     handles: list[cs.TaskHandle[None]] = []
-    with pytest.raises(cs.CancelledFailure) as info:
-        async with cs.cancellable(name="many") as scope:
+    scope = cs.cancellable(name="many")
+
+    async def body() -> None:
+        async with scope:
             handles.extend(scope.spawn(_park) for _ in range(CHILDREN))
             await asyncio.sleep(0)
             scope.cancel("all at once")
             await asyncio.sleep(0)
+
+    with pytest.raises(cs.CancelledFailure) as info:
+        await body()
     assert info.value.scope is scope
     assert scope.cancelled_caught
     assert all(h.cancelled() for h in handles)
