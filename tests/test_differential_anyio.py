@@ -31,21 +31,37 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import looptime
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 
 import cancelscope as cs
 
-from ._helpers import BaseExceptionGroup
-from ._scenario import Act, Child, Event, Node, Scenario, _sleep_until, nodes, scenarios
+from ._helpers import BaseExceptionGroup, eager_loop
+from ._scenario import (
+    Act,
+    Child,
+    Event,
+    LoopFactory,
+    Node,
+    Scenario,
+    _sleep_until,
+    nodes,
+    scenarios,
+)
 
 SOAK = os.environ.get("CANCELSCOPE_SOAK", "") not in ("", "0")
 EXAMPLES = 3_000 if SOAK else 150
+
+FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+if sys.version_info >= (3, 12):
+    FACTORIES["eager"] = eager_loop
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -236,8 +252,8 @@ class _AnyIO(_Interp):
             await asyncio.sleep(0)  # see _Interp.checkpoint
 
 
-def _run(kind: type[_Interp], sc: Scenario) -> Seen:
-    plain = asyncio.new_event_loop()
+def _run(kind: type[_Interp], sc: Scenario, factory: LoopFactory) -> Seen:
+    plain = factory()
     assert isinstance(plain, asyncio.BaseEventLoop)
     loop = looptime.patch_event_loop(plain, start=0)
     interp = kind(sc)
@@ -264,6 +280,7 @@ def _same_scope(
     )
 
 
+@pytest.mark.parametrize("flavour", list(FACTORIES))
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -283,11 +300,11 @@ def _same_scope(
         events=(Event(2, "cancel", 1),),
     )
 )
-def test_cancelscope_and_anyio_agree_on_the_shared_subset(sc: Scenario) -> None:
+def test_cancelscope_and_anyio_agree_on_the_shared_subset(flavour: str, sc: Scenario) -> None:
     """cancelscope and anyio run a generated tree alike, up to the documented differences."""
-    ours = _run(_CS, sc)
+    ours = _run(_CS, sc, FACTORIES[flavour])
     assume(not ours.diverged)
-    theirs = _run(_AnyIO, sc)
+    theirs = _run(_AnyIO, sc, FACTORIES[flavour])
     kinds = {n.id: n.kind for n in nodes(sc)}
     assert ours.host == theirs.host
     assert ours.children == theirs.children

@@ -341,3 +341,22 @@ def test_loop_closed_with_open_scopes_unwinds_quietly(host_in_exit: bool) -> Non
     del tasks
     del coro
     gc.collect()
+
+
+@pytest.mark.asyncio
+async def test_generator_exit_raised_inside_a_child_is_still_a_failure() -> None:
+    """Only a coroutine closed from outside its task unwinds quietly; a raised one fails."""
+    raised = GeneratorExit()
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+        raise raised
+
+    async def body() -> None:
+        async with cs.cancellable() as scope:
+            scope.spawn(child)
+            await forever()
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        await body()
+    assert list(info.value.exceptions) == [raised]

@@ -256,6 +256,13 @@ def spawn(
     return handle
 
 
+def _outside(task: asyncio.Task[Any]) -> bool:
+    """Is the running code outside ``task`` (no loop running, or another task)?"""
+    if asyncio._get_running_loop() is None:
+        return True
+    return asyncio.current_task() is not task
+
+
 async def _child_main(
     owner: CancellationScope, handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any]
 ) -> None:
@@ -272,15 +279,15 @@ async def _child_main(
     closed = False
     try:
         value = await coro
-    except GeneratorExit:
-        # Closed outside its task (collected while pending, its loop closed):
-        # it will never run again; report nothing, schedule nothing.
-        scope._closing(GeneratorExit)
-        handle._state = _CANCELLED
-        owner._child_closed(handle)
-        closed = True
-        raise
     except BaseException as exc:
+        if type(exc) is GeneratorExit and _outside(task):
+            # Closed outside its task (collected while pending, its loop closed):
+            # it will never run again; report nothing, schedule nothing.
+            scope._closing(GeneratorExit)
+            handle._state = _CANCELLED
+            owner._child_closed(handle)
+            closed = True
+            raise
         absorbed = scope._finish(task, ts, type(exc), exc)
         if absorbed or isinstance(exc, CancelledError):
             handle._request = scope._cancelled_by
