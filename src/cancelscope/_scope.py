@@ -841,7 +841,12 @@ class CancellationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        ts = self._exit_check()
+        try:
+            ts = self._exit_check()
+        except RuntimeError:
+            if self._closing(exc_type):
+                return False
+            raise
         task = self._task
         assert task is not None
         if self._children:
@@ -857,7 +862,12 @@ class CancellationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        ts = self._exit_check()
+        try:
+            ts = self._exit_check()
+        except RuntimeError:
+            if self._closing(exc_type):
+                return False
+            raise
         task = self._task
         assert task is not None
         if not self._children:
@@ -930,6 +940,30 @@ class CancellationScope:
             if req is not None and req.hooked is not None:
                 _fire_tokens(req)
 
+    def _closing(self, exc_type: type[BaseException] | None) -> bool:
+        """A coroutine closed outside its task (GeneratorExit): leave the scope quietly.
+
+        That happens when a pending task is collected, or its loop closed: the
+        task can never run again, so there is nothing to wait for or deliver,
+        and an error here would only be "Exception ignored" noise (asyncio.timeout
+        is quiet there too). Drops the timer and marks the scope exited.
+        """
+        if exc_type is None or not issubclass(exc_type, GeneratorExit):
+            return False
+        if self._state is not _ENTERED and self._state is not _EXITING:
+            return False
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        task = self._task
+        ts = _get_state(task) if task is not None else None
+        if ts is not None and ts.scope is self:
+            ts.scope = None if self._hidden else self._parent
+        self._state = _EXITED
+        self._task = None
+        return True
+
     def _exit_check(self) -> _TaskState:
         """Refuse a wrong exit before changing anything; return the host's task state."""
         if self._state is not _ENTERED:
@@ -964,6 +998,9 @@ class CancellationScope:
             fut = self._exit_fut = loop.create_future()
             try:
                 await fut
+            except GeneratorExit:
+                self._closing(GeneratorExit)  # closed outside its task: see _closing
+                raise
             except CancelledError as err:
                 # Delivery to a host in EXITING is suppressed, so this is a
                 # foreign cancellation (task.cancel(), asyncio.timeout, ...):
@@ -1124,6 +1161,12 @@ class CancellationScope:
             self._failures = []
         self._failures.append(exc)
         self._own_request(_Request(self, f"child task {handle.name!r} failed with {exc!r}"))
+
+    def _child_closed(self, handle: TaskHandle[Any]) -> None:
+        """A child's coroutine was closed outside its task: forget it, wake nobody."""
+        children = self._children
+        if children is not None:
+            children.pop(handle, None)
 
     def _child_done(self, handle: TaskHandle[Any]) -> None:
         children = self._children

@@ -256,6 +256,13 @@ def spawn(
     return handle
 
 
+def _outside(task: asyncio.Task[Any]) -> bool:
+    """Is the running code outside ``task`` (no loop running, or another task)?"""
+    if asyncio._get_running_loop() is None:
+        return True
+    return asyncio.current_task() is not task
+
+
 async def _child_main(
     owner: CancellationScope, handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any]
 ) -> None:
@@ -269,9 +276,18 @@ async def _child_main(
     # Enter the hidden scope with the owner as parent.
     ts.scope = owner
     scope._enter(False)
+    closed = False
     try:
         value = await coro
     except BaseException as exc:
+        if type(exc) is GeneratorExit and _outside(task):
+            # Closed outside its task (collected while pending, its loop closed):
+            # it will never run again; report nothing, schedule nothing.
+            scope._closing(GeneratorExit)
+            handle._state = _CANCELLED
+            owner._child_closed(handle)
+            closed = True
+            raise
         absorbed = scope._finish(task, ts, type(exc), exc)
         if absorbed or isinstance(exc, CancelledError):
             handle._request = scope._cancelled_by
@@ -283,7 +299,8 @@ async def _child_main(
         scope._finish(task, ts, None, None)
         handle._finish(_RESULT, value)
     finally:
-        owner._child_done(handle)
+        if not closed:
+            owner._child_done(handle)
         # A failure's traceback keeps this frame alive: drop what it would
         # otherwise hold, so a failed child leaves no reference cycle.
-        del owner, handle, scope, coro, task, ts
+        del owner, handle, scope, coro, task, ts, closed

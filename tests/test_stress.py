@@ -1,0 +1,163 @@
+"""Stress: many children, many deadlines at once, long runs of scopes, no cycles under load.
+
+Sizes are kept small enough for CI (the whole module takes a few seconds per Python); set
+``CANCELSCOPE_SOAK=1`` for the sizes named in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import tracemalloc
+from typing import Any
+
+import pytest
+
+import cancelscope as cs
+from cancelscope import _scope, _tasks
+
+from ._helpers import cancelling, current_task, live_timers
+
+SOAK = os.environ.get("CANCELSCOPE_SOAK", "") not in ("", "0")
+
+# (CI size, soak size)
+CHILDREN = 100_000 if SOAK else 20_000
+DEADLINES = 10_000
+SEQUENTIAL = 1_000_000 if SOAK else 100_000
+NEST = 10_000 if SOAK else 1_000
+# tracemalloc growth allowed over a run of sequential scopes, whatever its length: a leak of
+# even one byte per scope would exceed it at either size.
+MEMORY_BOUND = 64 * 1024
+
+OURS = (cs.CancellationScope, cs.TaskHandle, _scope._Request, _tasks._ChildScope)
+
+
+async def _park() -> None:
+    """Wait on a future of its own until cancelled (no shared waiter list to contend on)."""
+    await asyncio.get_running_loop().create_future()
+
+
+def _our_tasks_left() -> list[asyncio.Task[Any]]:
+    """Tasks of the running loop other than the current one."""
+    me = current_task()
+    return [t for t in asyncio.all_tasks() if t is not me]
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_many_children_cancelled_at_once() -> None:
+    """CHILDREN children of one scope, all parked, are cancelled by one request and awaited."""
+    task = current_task()
+    entry = cancelling(task)
+    handles: list[cs.TaskHandle[None]] = []
+    scope = cs.cancellable(name="many")
+
+    async def body() -> None:
+        async with scope:
+            handles.extend(scope.spawn(_park) for _ in range(CHILDREN))
+            await asyncio.sleep(0)
+            scope.cancel("all at once")
+            await asyncio.sleep(0)
+
+    with pytest.raises(cs.CancelledFailure) as info:
+        await body()
+    assert info.value.scope is scope
+    assert scope.cancelled_caught
+    assert all(h.cancelled() for h in handles)
+    assert _our_tasks_left() == []
+    assert cancelling(task) == entry
+
+
+@pytest.mark.asyncio
+@pytest.mark.virtual_clock
+@pytest.mark.all_loops
+async def test_many_deadlines_fire_in_one_iteration() -> None:
+    """DEADLINES scopes in as many children, each with its own timer at t=5, all fire at t=5."""
+    loop = asyncio.get_running_loop()
+    caught: list[float] = []
+
+    async def timed() -> None:
+        async with cs.move_on_at(5) as scope:
+            await asyncio.sleep(3600)
+        assert scope.cancelled_caught
+        caught.append(loop.time())
+
+    async with cs.cancellable() as outer:
+        for _ in range(DEADLINES):
+            outer.spawn(timed)
+    assert caught == [5.0] * DEADLINES
+    assert loop.time() == 5
+    assert not outer.cancel_called
+    assert live_timers() == set()
+    assert _our_tasks_left() == []
+
+
+@pytest.mark.asyncio
+async def test_sequential_scopes_keep_memory_flat() -> None:
+    """SEQUENTIAL enter/exits (plain, cancelled, with a deadline) leave tracemalloc flat."""
+
+    async def cycle(n: int) -> None:
+        for i in range(n):
+            kind = i % 3
+            if kind == 0:
+                async with cs.cancellable():
+                    pass
+            elif kind == 1:
+                async with cs.move_on_after(3600):
+                    pass
+            else:
+                try:
+                    async with cs.cancellable(name="c") as scope:
+                        scope.cancel("again")
+                        await asyncio.sleep(0)
+                except cs.CancelledFailure:
+                    pass
+
+    await cycle(3_000)  # warm caches, free lists and the loop's internals
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        await cycle(SEQUENTIAL)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < MEMORY_BOUND
+    assert live_timers() == set()
+
+
+@pytest.mark.asyncio
+async def test_cancellation_through_a_deep_nest_leaves_no_cycle() -> None:
+    """A CancelledError crossing NEST scopes (children at every tenth) creates no garbage cycle."""
+
+    async def nest(top: cs.CancellationScope) -> None:
+        # An exit stack, not recursion: the depth is not bounded by Python's stack.
+        async with contextlib.AsyncExitStack() as stack:
+            for depth in range(NEST, 0, -1):
+                scope = await stack.enter_async_context(cs.cancellable(name=f"level {depth}"))
+                if depth % 10 == 0:
+                    scope.spawn(_park)
+            top.cancel("from the bottom")
+            await asyncio.sleep(3600)
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        top = cs.cancellable(name="top")
+        with pytest.raises(cs.CancelledFailure) as info:
+            async with top:
+                await nest(top)
+        assert info.value.scope is top
+        del info, top
+        gc.collect()
+        ours = [o for o in gc.garbage if isinstance(o, OURS)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert ours == []
+    assert _our_tasks_left() == []
