@@ -47,6 +47,11 @@ __all__ = [
 ]
 
 # Tracebacks and reprs read `cancelscope.X`, not the private module.
-for _name in __all__:
-    globals()[_name].__module__ = "cancelscope"
-del _name
+def _set_public_module() -> None:
+    namespace = globals()
+    for name in __all__:
+        namespace[name].__module__ = "cancelscope"
+
+
+_set_public_module()
+del _set_public_module
