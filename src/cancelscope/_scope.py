@@ -34,6 +34,7 @@ import contextlib
 import enum
 import math
 import sys
+import threading
 import weakref
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -60,6 +61,11 @@ _INF = math.inf
 
 _current_task = asyncio.current_task
 _get_running_loop = asyncio._get_running_loop
+_get_ident = threading.get_ident
+# Before 3.12 the running loop lookup behind current_task() makes a getpid()
+# syscall; with the loop given it is a dict lookup. Exits check the thread
+# themselves and pass the task's loop (see CancellationScope.__exit__).
+_CHEAP_CURRENT_TASK = sys.version_info >= (3, 12)
 _Future = asyncio.Future
 
 
@@ -170,9 +176,13 @@ class _RequestedFuture(asyncio.Future[CancelledFailure]):
 class _TaskState:
     """What cancelscope keeps per task, stored on the task object itself."""
 
-    __slots__ = ("__weakref__", "forwarded", "group_exit", "hooked", "scope")
+    __slots__ = ("__weakref__", "forwarded", "group_exit", "hooked", "loop", "scope", "thread")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The task's loop and the thread it runs in: what an exit needs to
+        # confirm it runs in this task without asking for the running loop.
+        self.loop = loop
+        self.thread = _get_ident()
         # Invariant: the task's innermost open scope, or None outside any scope.
         # Only scope entry/exit (in the task itself) changes it.
         self.scope: CancellationScope | None = None
@@ -202,7 +212,7 @@ def _get_state(task: asyncio.Task[Any]) -> _TaskState | None:
 
 
 def _new_state(task: asyncio.Task[Any]) -> _TaskState:
-    ts = _TaskState()
+    ts = _TaskState(task.get_loop())
     try:
         setattr(task, _STATE_ATTR, ts)
     except AttributeError:  # pragma: no cover - only with task types without __dict__
@@ -470,8 +480,11 @@ class CancellationScope:
         "__weakref__",
         "_c0",
         "_cancellable",
+        # Read by every entry (the parent's) and exit: slots, not class defaults.
+        "_cancelled_by",
         "_deadline",
         "_name",
+        "_own_req",
         "_parent",
         "_raise",
         "_state",
@@ -480,14 +493,18 @@ class CancellationScope:
         "_timeout",
         # Every scope with a deadline sets it: a slot, not a per-scope dict.
         "_timer",
+        # The host task's state while open (saves the exit a lookup on the task).
+        "_ts",
     )
 
     # The first request made on this scope itself (cancel(), deadline, child
     # failure): cancel_called, and the failure reported at exit.
-    _own_req: _Request | None = None
+    _own_req: _Request | None
     # Invariant (while open): the request that made this scope effectively
     # cancelled, or None; never reset while open. Set by _carry/_enter.
-    _cancelled_by: _Request | None = None
+    # While it is None, nothing was delivered on this scope's account
+    # (_delivered == 0) and no child failed: exits rely on that.
+    _cancelled_by: _Request | None
     # The first request that reached this scope (resolves cancel_requested).
     _reached_by: _Request | None = None
     # The loop this scope is bound to, once something needs it before entry.
@@ -508,6 +525,8 @@ class CancellationScope:
     _hidden: ClassVar[bool] = False
     # task.cancelling() at entry, less a native cancel then pending (3.11+).
     _c0: int
+    # Set at entry: the host task's state.
+    _ts: _TaskState
 
     def __init__(
         self,
@@ -518,21 +537,23 @@ class CancellationScope:
         name: str | None = None,
         raise_on_cancel: bool = True,
     ) -> None:
-        if timeout is not None and deadline is not None:
-            raise ValueError(
-                "pass either timeout (seconds from entry) or deadline (absolute "
-                "loop.time()), not both"
-            )
-        if timeout is not None:
-            timeout = _check_time(timeout, "timeout")
         when = _INF
-        if deadline is not None:
-            checked = _check_time(deadline, "deadline")
-            if checked is not None:
-                when = checked
+        if timeout is not None or deadline is not None:
+            if timeout is not None and deadline is not None:
+                raise ValueError(
+                    "pass either timeout (seconds from entry) or deadline (absolute "
+                    "loop.time()), not both"
+                )
+            if timeout is not None:
+                timeout = _check_time(timeout, "timeout")
+            else:
+                checked = _check_time(deadline, "deadline")
+                if checked is not None:
+                    when = checked
         self._name = name
-        self._cancellable = bool(cancellable)
-        self._raise = bool(raise_on_cancel)
+        # `True if x else False` is bool(x) without the call.
+        self._cancellable = True if cancellable else False
+        self._raise = True if raise_on_cancel else False
         # Seconds from entry, or None; turned into _deadline at entry.
         self._timeout = timeout
         # Absolute loop time, inf for none. Set at entry, or by the setter.
@@ -541,6 +562,8 @@ class CancellationScope:
         self._task: asyncio.Task[Any] | None = None
         self._parent: CancellationScope | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._own_req = None
+        self._cancelled_by = None
 
     # ------------------------------------------------------------------ public API
 
@@ -726,12 +749,75 @@ class CancellationScope:
 
     # ------------------------------------------------------------------ enter / exit
 
+    # __enter__ and __aenter__ are _enter inlined (the hot path: one Python
+    # call less per entry); keep the three in step.
+
     def __enter__(self) -> Self:
-        self._enter(True)
+        if self._state is not _CREATED:
+            raise RuntimeError(
+                f"{self!r} cannot be entered twice; create a new scope for each `with` block"
+            )
+        task = _current_task()
+        if task is None:
+            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
+        loop = self._loop
+        if loop is not None and loop is not task.get_loop():
+            raise RuntimeError(f"{self!r} belongs to another event loop than the one entering it")
+        ts: _TaskState
+        holder: Any = task  # the attribute cancelscope sets on tasks
+        try:
+            ts = holder._cancelscope_state
+        except AttributeError:
+            ts = _get_state(task) or _new_state(task)
+        parent = ts.scope
+        self._task = task
+        self._ts = ts
+        self._parent = parent
+        self._sync = True
+        if _HAS_COUNTS or _counts(task):
+            # A native cancel still pending from before entry (the task is
+            # running, so it can only be _must_cancel) is foreign, not ours.
+            self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+        self._state = _ENTERED
+        ts.scope = self
+        if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
+            self._enter_cancelled(task, ts, parent)
+        if self._timeout is not None or self._deadline != _INF:
+            self._start_deadline()
         return self
 
     async def __aenter__(self) -> Self:
-        self._enter(False)
+        if self._state is not _CREATED:
+            raise RuntimeError(
+                f"{self!r} cannot be entered twice; create a new scope for each `with` block"
+            )
+        task = _current_task()
+        if task is None:
+            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
+        loop = self._loop
+        if loop is not None and loop is not task.get_loop():
+            raise RuntimeError(f"{self!r} belongs to another event loop than the one entering it")
+        ts: _TaskState
+        holder: Any = task  # the attribute cancelscope sets on tasks
+        try:
+            ts = holder._cancelscope_state
+        except AttributeError:
+            ts = _get_state(task) or _new_state(task)
+        parent = ts.scope
+        self._task = task
+        self._ts = ts
+        self._parent = parent
+        self._sync = False
+        if _HAS_COUNTS or _counts(task):
+            # A native cancel still pending from before entry (the task is
+            # running, so it can only be _must_cancel) is foreign, not ours.
+            self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+        self._state = _ENTERED
+        ts.scope = self
+        if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
+            self._enter_cancelled(task, ts, parent)
+        if self._timeout is not None or self._deadline != _INF:
+            self._start_deadline()
         return self
 
     def __exit__(
@@ -740,14 +826,40 @@ class CancellationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        ts = self._exit_check()
+        # The checks of _exit_check, inlined: this is the hot path.
         task = self._task
+        ts = self._ts if task is not None else None
+        if (
+            ts is None
+            or ts.scope is not self
+            or self._state is not _ENTERED
+            or (
+                _current_task()
+                if _CHEAP_CURRENT_TASK
+                else _current_task(ts.loop) if _get_ident() == ts.thread else None
+            )
+            is not task
+        ):
+            ts = self._exit_check()  # raises
         assert task is not None
         if self._children:
             raise RuntimeError(
                 f"{self!r} still has child tasks: a scope that owns children must "
                 "exit with `async with`, which waits for them"
             )
+        if self._cancelled_by is None:
+            # Never cancelled: nothing to uncancel, nothing to report or absorb.
+            timer = self._timer
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            parent = self._parent
+            self._state = _EXITED
+            self._task = None
+            ts.scope = parent
+            if parent is not None and parent._cancelled_by is not None:
+                _schedule(task, ts)  # back in a cancelled scope (leaving a shield)
+            return False
         return self._finish(task, ts, exc_type, exc)
 
     async def __aexit__(
@@ -756,10 +868,35 @@ class CancellationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        ts = self._exit_check()
+        # As __exit__ (kept in step with it).
         task = self._task
+        ts = self._ts if task is not None else None
+        if (
+            ts is None
+            or ts.scope is not self
+            or self._state is not _ENTERED
+            or (
+                _current_task()
+                if _CHEAP_CURRENT_TASK
+                else _current_task(ts.loop) if _get_ident() == ts.thread else None
+            )
+            is not task
+        ):
+            ts = self._exit_check()  # raises
         assert task is not None
         if not self._children:
+            if self._cancelled_by is None:
+                timer = self._timer
+                if timer is not None:
+                    timer.cancel()
+                    self._timer = None
+                parent = self._parent
+                self._state = _EXITED
+                self._task = None
+                ts.scope = parent
+                if parent is not None and parent._cancelled_by is not None:
+                    _schedule(task, ts)
+                return False
             return self._finish(task, ts, exc_type, exc)
         foreign = await self._wait_children(task, exc)
         # The outcome depends on what unwound the body (SPEC 7): the wait for
@@ -796,6 +933,7 @@ class CancellationScope:
             ts = _get_state(task) or _new_state(task)
         parent = ts.scope
         self._task = task
+        self._ts = ts
         self._parent = parent
         self._sync = sync
         if _HAS_COUNTS or _counts(task):
