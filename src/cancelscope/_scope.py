@@ -35,6 +35,7 @@ import enum
 import math
 import sys
 import threading
+import types
 import weakref
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -247,7 +248,7 @@ def _check(task: asyncio.Task[Any]) -> None:
     # children; cancelling that wait would only make it spin.
     if req is None or scope._state is _EXITING:
         return
-    waiter = _waiter_of(task)
+    waiter: asyncio.Future[Any] | None = task._fut_waiter  # type: ignore[attr-defined]
     if waiter is not None:
         if not waiter.done():
             group_exit = _children_wait(task)
@@ -262,7 +263,12 @@ def _check(task: asyncio.Task[Any]) -> None:
         # after the task's next step; if the waiter is a task winding down
         # (anyio#1111) we simply wait for it.
         ts.hooked = True
-        waiter.add_done_callback(partial(_after_waiter, task))
+        if waiter.done():
+            # Its callbacks (the task's wakeup first) are already queued: a
+            # call_soon now is the same slot, without a partial.
+            task.get_loop().call_soon(_check, task)
+        else:
+            waiter.add_done_callback(partial(_after_waiter, task))
     else:
         # The task's next step is already queued (it yielded bare, or a
         # wakeup is pending); a call_soon made now runs right after it.
@@ -277,20 +283,42 @@ def _check(task: asyncio.Task[Any]) -> None:
 # further ones while they wait for their children and re-raise the first at
 # the end (asyncio.TaskGroup, anyio's task group). Delivering into the same
 # exit twice would only make the host spin while the children wind down.
-_children_wait_codes: set[object] = set()
+# Keyed by id(): hashing a code object hashes its whole bytecode. The codes
+# are kept alive here, so their ids stay theirs.
+_children_wait_codes: dict[int, object] = {}
 _children_wait_sources: set[str] = set()
 
 
 def _children_wait(task: asyncio.Task[Any]) -> object | None:
     """The task-group exit coroutine ``task`` is suspended in, if any (cancel path only)."""
-    if len(_children_wait_sources) < 2:
+    if "anyio" not in _children_wait_sources and _anyio_backend in _modules:
         _learn_children_waits()
+    codes = _children_wait_codes
     coro: Any = task.get_coro()
     while coro is not None:
-        if getattr(coro, "cr_code", None) in _children_wait_codes:
-            return coro  # type: ignore[no-any-return]
-        coro = getattr(coro, "cr_await", None)
+        if type(coro) is _CoroutineType:  # the common case, without getattr
+            if id(coro.cr_code) in codes:
+                return coro  # type: ignore[no-any-return]
+            coro = coro.cr_await
+        else:
+            kind = type(coro)
+            if kind in _opaque_awaits:
+                return None
+            if id(getattr(coro, "cr_code", None)) in codes:
+                return coro  # type: ignore[no-any-return]
+            coro = getattr(coro, "cr_await", None)
+            if coro is None and not kind.__dictoffset__:
+                # Where the chain ends (a future's iterator, a generator): the
+                # type has no cr_await and its instances cannot add one, so
+                # the next walk stops here without a failing getattr.
+                _opaque_awaits.add(kind)
     return None
+
+
+_anyio_backend = "anyio._backends._asyncio"
+_modules = sys.modules
+_CoroutineType = types.CoroutineType
+_opaque_awaits: set[type] = {types.GeneratorType}
 
 
 def _learn_children_waits() -> None:
@@ -298,15 +326,16 @@ def _learn_children_waits() -> None:
         _children_wait_sources.add("asyncio")
         group = getattr(asyncio, "TaskGroup", None)
         if group is not None:
-            _children_wait_codes.add(group.__aexit__.__code__)
+            code = group.__aexit__.__code__
+            _children_wait_codes[id(code)] = code
     if "anyio" not in _children_wait_sources:
-        backend = sys.modules.get("anyio._backends._asyncio")
+        backend = sys.modules.get(_anyio_backend)
         if backend is not None:
             _children_wait_sources.add("anyio")
             aexit = getattr(getattr(backend, "TaskGroup", None), "__aexit__", None)
             code = getattr(aexit, "__code__", None)
             if code is not None:
-                _children_wait_codes.add(code)
+                _children_wait_codes[id(code)] = code
 
 
 def _after_waiter(task: asyncio.Task[Any], _fut: object) -> None:
@@ -1342,6 +1371,8 @@ def move_on_at(when: float | None, *, name: str | None = None) -> CancellationSc
     """As `move_on_after`, with an absolute ``loop.time()`` deadline."""
     return CancellationScope(deadline=when, name=name, raise_on_cancel=False)
 
+
+_learn_children_waits()
 
 # Imported last: _tasks subclasses CancellationScope.
 from . import _tasks  # noqa: E402
