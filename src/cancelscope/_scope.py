@@ -177,7 +177,16 @@ class _RequestedFuture(asyncio.Future[CancelledFailure]):
 class _TaskState:
     """What cancelscope keeps per task, stored on the task object itself."""
 
-    __slots__ = ("__weakref__", "forwarded", "group_exit", "hooked", "loop", "scope", "thread")
+    __slots__ = (
+        "__weakref__",
+        "forwarded",
+        "group_exit",
+        "hooked",
+        "loop",
+        "recheck",
+        "scope",
+        "thread",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # The task's loop and the thread it runs in: what an exit needs to
@@ -191,6 +200,10 @@ class _TaskState:
         # call_soon or as a done-callback of the future the task waits on; it
         # guarantees at most one delivery in flight per task.
         self.hooked = False
+        # The call_soon handle of that _check when it was scheduled that way:
+        # an exit that leaves the task in no cancelled scope cancels it, so a
+        # finished delivery costs no extra callback.
+        self.recheck: asyncio.Handle | None = None
         # The task-group exit coroutine a CancelledError was last delivered
         # into: it swallows further ones while it waits, so none is sent again.
         self.group_exit: object | None = None
@@ -238,6 +251,7 @@ def _check(task: asyncio.Task[Any]) -> None:
     if ts is None:  # pragma: no cover - defensive
         return
     ts.hooked = False
+    ts.recheck = None
     if task.done():
         return
     scope = ts.scope
@@ -266,7 +280,7 @@ def _check(task: asyncio.Task[Any]) -> None:
         if waiter.done():
             # Its callbacks (the task's wakeup first) are already queued: a
             # call_soon now is the same slot, without a partial.
-            task.get_loop().call_soon(_check, task)
+            ts.recheck = task.get_loop().call_soon(_check, task)
         else:
             waiter.add_done_callback(partial(_after_waiter, task))
     else:
@@ -276,7 +290,7 @@ def _check(task: asyncio.Task[Any]) -> None:
             task.cancel(req.message)
             scope._delivered += 1
         ts.hooked = True
-        task.get_loop().call_soon(_check, task)
+        ts.recheck = task.get_loop().call_soon(_check, task)
 
 
 # Code objects of exits that, once they have seen a CancelledError, swallow
@@ -357,7 +371,7 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
         running = waiter.done()  # a wakeup is queued: look after it
     if running:
         ts.hooked = True
-        task.get_loop().call_soon(_check, task)
+        ts.recheck = task.get_loop().call_soon(_check, task)
     else:
         _check(task)
 
@@ -778,8 +792,8 @@ class CancellationScope:
 
     # ------------------------------------------------------------------ enter / exit
 
-    # __enter__ and __aenter__ are _enter inlined (the hot path: one Python
-    # call less per entry); keep the three in step.
+    # __enter__ and __aenter__ are the same code, inlined (the hot path: one
+    # Python call less per entry); keep them, and _enter_child, in step.
 
     def __enter__(self) -> Self:
         if self._state is not _CREATED:
@@ -943,38 +957,22 @@ class CancellationScope:
         self._finish(task, ts, type(foreign), foreign, foreign=True)
         raise foreign
 
-    def _enter(self, sync: bool) -> None:
-        if self._state is not _CREATED:
-            raise RuntimeError(
-                f"{self!r} cannot be entered twice; create a new scope for each `with` block"
-            )
-        task = _current_task()
-        if task is None:
-            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
-        loop = self._loop
-        if loop is not None and loop is not task.get_loop():
-            raise RuntimeError(f"{self!r} belongs to another event loop than the one entering it")
-        ts: _TaskState
-        holder: Any = task  # the attribute cancelscope sets on tasks
-        try:
-            ts = holder._cancelscope_state
-        except AttributeError:
-            ts = _get_state(task) or _new_state(task)
+    def _enter_child(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
+        """Enter a child task's hidden root scope (``ts.scope`` is the spawning scope).
+
+        As __aenter__, for the task that is running: no lookup of the current task.
+        """
         parent = ts.scope
         self._task = task
         self._ts = ts
         self._parent = parent
-        self._sync = sync
+        self._sync = False
         if _HAS_COUNTS or _counts(task):
-            # A native cancel still pending from before entry (the task is
-            # running, so it can only be _must_cancel) is foreign, not ours.
             self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
         self._state = _ENTERED
         ts.scope = self
         if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
             self._enter_cancelled(task, ts, parent)
-        if self._timeout is not None or self._deadline != _INF:
-            self._start_deadline()
 
     def _enter_cancelled(
         self, task: asyncio.Task[Any], ts: _TaskState, parent: CancellationScope | None
@@ -1061,6 +1059,14 @@ class CancellationScope:
         self._task = None
         if self._hidden:
             ts.scope = None
+            recheck = ts.recheck
+            if recheck is not None:
+                # The child is finishing: a check queued after its last
+                # delivery would find nothing to do. (Not done for other
+                # scopes: the same pending check serves the next request.)
+                recheck.cancel()
+                ts.recheck = None
+                ts.hooked = False
         else:
             ts.scope = parent
             if parent is not None and parent._cancelled_by is not None:
