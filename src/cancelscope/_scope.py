@@ -395,7 +395,8 @@ def _carry(top: CancellationScope, req: _Request) -> None:
     host = top._task
     if host is not None:
         pending.append((host, top))
-    _push_children(top, pending)
+    if top._children:
+        _push_children(top, pending)
     while pending:
         task, upper = pending.pop()
         ts = _get_state(task)
@@ -414,7 +415,8 @@ def _carry(top: CancellationScope, req: _Request) -> None:
                 # Already cancelled (its subtree too), or a shield: stop here.
                 break
             scope._cancelled_by = req
-            _push_children(scope, pending)
+            if scope._children:
+                _push_children(scope, pending)
         else:
             _schedule(task, ts)
 
@@ -588,7 +590,13 @@ class CancellationScope:
                     "loop.time()), not both"
                 )
             if timeout is not None:
-                timeout = _check_time(timeout, "timeout")
+                kind = type(timeout)
+                if kind is float and -_INF < timeout < _INF:
+                    pass  # a finite float (NaN fails the test): already valid
+                elif kind is int:
+                    timeout = float(timeout)  # as _check_time, without its checks
+                else:
+                    timeout = _check_time(timeout, "timeout")
             else:
                 checked = _check_time(deadline, "deadline")
                 if checked is not None:
@@ -903,6 +911,8 @@ class CancellationScope:
             if parent is not None and parent._cancelled_by is not None:
                 _schedule(task, ts)  # back in a cancelled scope (leaving a shield)
             return False
+        if self._inner_exit(task, ts):
+            return False
         return self._finish(task, ts, exc_type, exc)
 
     async def __aexit__(
@@ -939,6 +949,8 @@ class CancellationScope:
                 ts.scope = parent
                 if parent is not None and parent._cancelled_by is not None:
                     _schedule(task, ts)
+                return False
+            if self._inner_exit(task, ts):
                 return False
             return self._finish(task, ts, exc_type, exc)
         foreign = await self._wait_children(task, exc)
@@ -1010,6 +1022,34 @@ class CancellationScope:
                 f"exit while {ts.scope!r}, entered inside it, is still open"
             )
         return ts
+
+    def _inner_exit(self, task: asyncio.Task[Any], ts: _TaskState) -> bool:
+        """Leave a cancelled scope whose parent is cancelled too, if that is all there is.
+
+        The common exit of an inner scope while a cancellation unwinds a nest:
+        the outermost cancelled scope reports (SPEC 7.3), so whatever the body
+        raised goes on, as _finish would decide, with one Python call instead
+        of three. Returns False (nothing done) in every other case.
+        """
+        parent = self._parent
+        if (
+            parent is None
+            or parent._cancelled_by is None
+            or not self._cancellable
+            or self._delivered
+            or self._failures is not None
+        ):
+            return False
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        self._state = _EXITED
+        self._task = None
+        ts.scope = parent
+        if not ts.hooked:
+            _schedule(task, ts)  # still in a cancelled scope: delivery goes on
+        return True
 
     async def _wait_children(
         self, task: asyncio.Task[Any], exc: BaseException | None
@@ -1152,11 +1192,21 @@ class CancellationScope:
                 _carry(self, req)
 
     def _start_deadline(self) -> None:
+        """Entry of a scope with a timeout or deadline: _arm_deadline, reading the clock once."""
+        loop = self._ts.loop
+        now = loop.time()
         timeout = self._timeout
         if timeout is not None:
-            assert self._task is not None
-            self._deadline = self._task.get_loop().time() + timeout
-        self._arm_deadline()
+            when = self._deadline = now + timeout
+        else:
+            when = self._deadline
+        if self._own_req is not None:
+            return
+        if when <= now:
+            # Already expired (gh-95051), as in _arm_deadline.
+            self._own_request(_Request(self, "deadline exceeded", when))
+        else:
+            self._timer = loop.call_at(when, self._on_deadline)
 
     def _arm_deadline(self) -> None:
         timer = self._timer
@@ -1339,6 +1389,8 @@ def with_timeout(
     Given ``fn``, an awaitable running ``fn(*args)`` inside such a scope.
     ``seconds <= 0`` is already expired; ``None`` or ``math.inf`` mean no timeout.
     """
+    if fn is None and not args:
+        return CancellationScope(timeout=seconds, name=name)  # the common form, without _make
     return _make(fn, args, CancellationScope(timeout=seconds, name=name), "with_timeout")
 
 
