@@ -219,10 +219,13 @@ _fallback_states: weakref.WeakKeyDictionary[asyncio.Task[Any], _TaskState] = (
 
 
 def _get_state(task: asyncio.Task[Any]) -> _TaskState | None:
-    ts: _TaskState | None = getattr(task, _STATE_ATTR, None)
-    if ts is None and _fallback_states:
-        ts = _fallback_states.get(task)
-    return ts
+    holder: Any = task
+    try:
+        return holder._cancelscope_state  # type: ignore[no-any-return]
+    except AttributeError:
+        # (The attribute form is cheaper than getattr with a default when
+        # the state exists, the common case.)
+        return _fallback_states.get(task) if _fallback_states else None
 
 
 def _new_state(task: asyncio.Task[Any]) -> _TaskState:
@@ -250,6 +253,11 @@ def _check(task: asyncio.Task[Any]) -> None:
     ts = _get_state(task)
     if ts is None:  # pragma: no cover - defensive
         return
+    _deliver(task, ts)
+
+
+def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
+    """`_check` with the task's state in hand."""
     ts.hooked = False
     ts.recheck = None
     if task.done():
@@ -262,7 +270,8 @@ def _check(task: asyncio.Task[Any]) -> None:
     # children; cancelling that wait would only make it spin.
     if req is None or scope._state is _EXITING:
         return
-    waiter: asyncio.Future[Any] | None = task._fut_waiter  # type: ignore[attr-defined]
+    holder: Any = task
+    waiter: asyncio.Future[Any] | None = holder._fut_waiter
     if waiter is not None:
         if not waiter.done():
             group_exit = _children_wait(task)
@@ -312,10 +321,10 @@ def _children_wait(task: asyncio.Task[Any]) -> object | None:
     while coro is not None:
         if type(coro) is _CoroutineType:  # the common case, without getattr
             if id(coro.cr_code) in codes:
-                return coro  # type: ignore[no-any-return]
+                return coro  # pyright: ignore[reportUnknownVariableType]
             coro = coro.cr_await
         else:
-            kind = type(coro)
+            kind: type[Any] = type(coro)  # pyright: ignore[reportUnknownVariableType]
             if kind in _opaque_awaits:
                 return None
             if id(getattr(coro, "cr_code", None)) in codes:
@@ -373,7 +382,7 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
         ts.hooked = True
         ts.recheck = task.get_loop().call_soon(_check, task)
     else:
-        _check(task)
+        _deliver(task, ts)
 
 
 def _reach(scope: CancellationScope, req: _Request) -> None:
@@ -590,7 +599,8 @@ class CancellationScope:
                     "loop.time()), not both"
                 )
             if timeout is not None:
-                kind = type(timeout)
+                given: object = timeout  # callers may pass anything at runtime
+                kind = type(given)
                 if kind is float and -_INF < timeout < _INF:
                     pass  # a finite float (NaN fails the test): already valid
                 elif kind is int:
@@ -602,9 +612,9 @@ class CancellationScope:
                 if checked is not None:
                     when = checked
         self._name = name
-        # `True if x else False` is bool(x) without the call.
-        self._cancellable = True if cancellable else False
-        self._raise = True if raise_on_cancel else False
+        # `True if x else False` is bool(x) without the call (hot: every scope).
+        self._cancellable = True if cancellable else False  # noqa: SIM210
+        self._raise = True if raise_on_cancel else False  # noqa: SIM210
         # Seconds from entry, or None; turned into _deadline at entry.
         self._timeout = timeout
         # Absolute loop time, inf for none. Set at entry, or by the setter.

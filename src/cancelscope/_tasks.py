@@ -188,7 +188,7 @@ def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
         # The common case (an async def function), without the ABC checks.
         coro = fn(*args)
         if type(coro) is types.CoroutineType:
-            return coro
+            return coro  # pyright: ignore[reportUnknownVariableType]
         if not _is_coroutine(coro):
             raise TypeError(
                 f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
@@ -276,7 +276,11 @@ async def _child_main(
     # the loop's thread).
     task = _scope._current_task(handle._loop)
     assert task is not None
-    ts = _scope._get_state(task)
+    # A new task has no state yet: getattr with a default, not _get_state's
+    # try/except, is the cheap form for a miss.
+    ts = getattr(task, _scope._STATE_ATTR, None)
+    if ts is None and _scope._fallback_states:
+        ts = _scope._fallback_states.get(task)
     if ts is None:
         ts = _scope._new_state(task)
     # Enter the hidden scope with the owner as parent.
