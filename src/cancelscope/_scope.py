@@ -96,7 +96,7 @@ class _Request:
     cancelled scope must not become a reference cycle.
     """
 
-    __slots__ = ("_message", "_origin", "deadline", "reason")
+    __slots__ = ("_label", "_origin", "deadline", "message", "reason")
 
     def __init__(
         self, origin: CancellationScope, reason: str | None, deadline: float | None = None
@@ -105,25 +105,26 @@ class _Request:
         self.reason = reason
         # Not None when the request is a deadline that passed.
         self.deadline = deadline
-        text = f"cancelled by {origin._label()}"
+        # The origin's label, kept for failure() (a scope's name never changes).
+        label = self._label = origin._label()
+        text = f"cancelled by {label}"
         if reason is not None:
             text += f": {reason}"
-        self._message = _CancelMessage(text)
+        # The message of every CancelledError delivered for this request.
+        self.message = _CancelMessage(text)
 
     @property
     def origin(self) -> CancellationScope | None:
         """The scope where the request was made (None once nothing else holds it)."""
         return self._origin()
 
-    @property
-    def message(self) -> _CancelMessage:
-        return self._message
-
     def failure(self, scope: CancellationScope | None = None) -> CancelledFailure:
         """The CancelledFailure describing this request (``scope`` defaults to the origin)."""
         if scope is None:
-            scope = self.origin
-        label = scope._label() if scope is not None else "a scope"
+            scope = self._origin()
+            label = self._label if scope is not None else "a scope"
+        else:
+            label = scope._label()
         if self.deadline is not None:
             return TimeoutFailure(
                 f"{label} timed out (deadline exceeded)",
@@ -400,8 +401,13 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
 
 def _carry(top: CancellationScope, req: _Request) -> None:
     """``top`` has just become effectively cancelled by ``req``: carry it down the tree."""
-    pending: list[tuple[asyncio.Task[Any], CancellationScope]] = []
     host = top._task
+    if host is not None and not top._children and top._ts.scope is top:
+        # The common case (a scope with no children, current in its host):
+        # what the walk below comes to.
+        _schedule(host, top._ts)
+        return
+    pending: list[tuple[asyncio.Task[Any], CancellationScope]] = []
     if host is not None:
         pending.append((host, top))
     if top._children:
