@@ -392,8 +392,12 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
     Resolves ``cancel_requested`` the first time. (Later seams: on_cancel
     callbacks and tokens hook in here.)
     """
-    if scope._reached_by is None:
-        scope._reached_by = req
+    if scope._cancelled_by is None and scope._reached_by is None:
+        # The first request to arrive. A cancellable scope becomes cancelled
+        # by it right after (every caller sets _cancelled_by next), so only a
+        # shield needs to remember it apart: no per-scope dict otherwise.
+        if not scope._cancellable:
+            scope._reached_by = req
         fut = scope._requested_fut
         if fut is not None:
             fut._resolve(req.failure())
@@ -402,11 +406,13 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
 def _carry(top: CancellationScope, req: _Request) -> None:
     """``top`` has just become effectively cancelled by ``req``: carry it down the tree."""
     host = top._task
-    if host is not None and not top._children and top._ts.scope is top:
-        # The common case (a scope with no children, current in its host):
-        # what the walk below comes to.
-        _schedule(host, top._ts)
-        return
+    if host is not None and not top._children:
+        ts = _get_state(host)
+        if ts is not None and ts.scope is top:
+            # The common case (a scope with no children, current in its
+            # host): what the walk below comes to.
+            _schedule(host, ts)
+            return
     pending: list[tuple[asyncio.Task[Any], CancellationScope]] = []
     if host is not None:
         pending.append((host, top))
@@ -544,7 +550,6 @@ class CancellationScope:
         "_cancelled_by",
         "_deadline",
         "_name",
-        "_own_req",
         "_parent",
         "_raise",
         "_state",
@@ -553,19 +558,18 @@ class CancellationScope:
         "_timeout",
         # Every scope with a deadline sets it: a slot, not a per-scope dict.
         "_timer",
-        # The host task's state while open (saves the exit a lookup on the task).
-        "_ts",
     )
 
     # The first request made on this scope itself (cancel(), deadline, child
     # failure): cancel_called, and the failure reported at exit.
-    _own_req: _Request | None
+    _own_req: _Request | None = None
     # Invariant (while open): the request that made this scope effectively
     # cancelled, or None; never reset while open. Set by _carry/_enter.
     # While it is None, nothing was delivered on this scope's account
     # (_delivered == 0) and no child failed: exits rely on that.
     _cancelled_by: _Request | None
-    # The first request that reached this scope (resolves cancel_requested).
+    # A shield's first request (resolves cancel_requested); for a cancellable
+    # scope that request is _cancelled_by (see _reach).
     _reached_by: _Request | None = None
     # The loop this scope is bound to, once something needs it before entry.
     _loop: asyncio.AbstractEventLoop | None = None
@@ -585,8 +589,6 @@ class CancellationScope:
     _hidden: ClassVar[bool] = False
     # task.cancelling() at entry, less a native cancel then pending (3.11+).
     _c0: int
-    # Set at entry: the host task's state.
-    _ts: _TaskState
 
     def __init__(
         self,
@@ -629,7 +631,6 @@ class CancellationScope:
         self._task: asyncio.Task[Any] | None = None
         self._parent: CancellationScope | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._own_req = None
         self._cancelled_by = None
 
     # ------------------------------------------------------------------ public API
@@ -747,6 +748,8 @@ class CancellationScope:
                 self._loop = loop
             fut = _RequestedFuture(loop=loop)
             req = self._reached_by
+            if req is None:
+                req = self._cancelled_by
             if req is not None:
                 fut.set_result(req.failure())
             self._requested_fut = fut
@@ -838,7 +841,6 @@ class CancellationScope:
             ts = _get_state(task) or _new_state(task)
         parent = ts.scope
         self._task = task
-        self._ts = ts
         self._parent = parent
         self._sync = True
         if _HAS_COUNTS or _counts(task):
@@ -872,7 +874,6 @@ class CancellationScope:
             ts = _get_state(task) or _new_state(task)
         parent = ts.scope
         self._task = task
-        self._ts = ts
         self._parent = parent
         self._sync = False
         if _HAS_COUNTS or _counts(task):
@@ -895,7 +896,13 @@ class CancellationScope:
     ) -> bool:
         # The checks of _exit_check, inlined: this is the hot path.
         task = self._task
-        ts = self._ts if task is not None else None
+        ts: _TaskState | None = None
+        if task is not None:
+            holder: Any = task
+            try:
+                ts = holder._cancelscope_state
+            except AttributeError:
+                ts = _get_state(task)
         if (
             ts is None
             or ts.scope is not self
@@ -939,7 +946,13 @@ class CancellationScope:
     ) -> bool:
         # As __exit__ (kept in step with it).
         task = self._task
-        ts = self._ts if task is not None else None
+        ts: _TaskState | None = None
+        if task is not None:
+            holder: Any = task
+            try:
+                ts = holder._cancelscope_state
+            except AttributeError:
+                ts = _get_state(task)
         if (
             ts is None
             or ts.scope is not self
@@ -992,7 +1005,6 @@ class CancellationScope:
         """
         parent = ts.scope
         self._task = task
-        self._ts = ts
         self._parent = parent
         self._sync = False
         if _HAS_COUNTS or _counts(task):
@@ -1209,7 +1221,9 @@ class CancellationScope:
 
     def _start_deadline(self) -> None:
         """Entry of a scope with a timeout or deadline: _arm_deadline, reading the clock once."""
-        loop = self._ts.loop
+        task = self._task
+        assert task is not None
+        loop = task.get_loop()
         now = loop.time()
         timeout = self._timeout
         if timeout is not None:
