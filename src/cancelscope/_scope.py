@@ -392,7 +392,7 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
     Resolves ``cancel_requested`` the first time. (Later seams: on_cancel
     callbacks and tokens hook in here.)
     """
-    if scope._cancelled_by is None and scope._reached_by is None:
+    if scope._cancelled_by is None and (scope._cancellable or scope._reached_by is None):
         # The first request to arrive. A cancellable scope becomes cancelled
         # by it right after (every caller sets _cancelled_by next), so only a
         # shield needs to remember it apart: no per-scope dict otherwise.
@@ -424,9 +424,10 @@ def _carry(top: CancellationScope, req: _Request) -> None:
         if ts is None:  # pragma: no cover - defensive
             continue
         chain: list[CancellationScope] = []
+        add = chain.append
         scope = ts.scope
         while scope is not None and scope is not upper:
-            chain.append(scope)
+            add(scope)
             scope = scope._parent
         if scope is None:  # pragma: no cover - defensive: the task left `upper`
             continue
@@ -934,7 +935,15 @@ class CancellationScope:
             if parent is not None and parent._cancelled_by is not None:
                 _schedule(task, ts)  # back in a cancelled scope (leaving a shield)
             return False
-        if self._inner_exit(task, ts):
+        parent = self._parent
+        if (
+            parent is not None
+            and parent._cancelled_by is not None
+            and self._cancellable
+            and not self._delivered
+            and self._failures is None
+        ):
+            self._inner_exit(task, ts)
             return False
         return self._finish(task, ts, exc_type, exc)
 
@@ -966,7 +975,8 @@ class CancellationScope:
         ):
             ts = self._exit_check()  # raises
         assert task is not None
-        if not self._children:
+        children = self._children
+        if not children:
             if self._cancelled_by is None:
                 timer = self._timer
                 if timer is not None:
@@ -979,7 +989,25 @@ class CancellationScope:
                 if parent is not None and parent._cancelled_by is not None:
                     _schedule(task, ts)
                 return False
-            if self._inner_exit(task, ts):
+            parent = self._parent
+            if (
+                parent is not None
+                and parent._cancelled_by is not None
+                and self._cancellable
+                and not self._delivered
+                # Only a scope that had children can have failures.
+                and (children is None or self._failures is None)
+            ):
+                # _inner_exit, inlined (a cancelled nest unwinds through here).
+                timer = self._timer
+                if timer is not None:
+                    timer.cancel()
+                    self._timer = None
+                self._state = _EXITED
+                self._task = None
+                ts.scope = parent
+                if not ts.hooked:
+                    _schedule(task, ts)
                 return False
             return self._finish(task, ts, exc_type, exc)
         foreign = await self._wait_children(task, exc)
@@ -1051,33 +1079,24 @@ class CancellationScope:
             )
         return ts
 
-    def _inner_exit(self, task: asyncio.Task[Any], ts: _TaskState) -> bool:
-        """Leave a cancelled scope whose parent is cancelled too, if that is all there is.
+    def _inner_exit(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
+        """Leave a cancelled scope whose parent is cancelled too, nothing else pending.
 
-        The common exit of an inner scope while a cancellation unwinds a nest:
-        the outermost cancelled scope reports (SPEC 7.3), so whatever the body
-        raised goes on, as _finish would decide, with one Python call instead
-        of three. Returns False (nothing done) in every other case.
+        The exits check for that case (cancellable, nothing delivered on this
+        scope's account, no failed child): the common exit of an inner scope
+        while a cancellation unwinds a nest. The outermost cancelled scope
+        reports (SPEC 7.3), so whatever the body raised goes on, as _finish
+        would decide, with one Python call instead of three.
         """
-        parent = self._parent
-        if (
-            parent is None
-            or parent._cancelled_by is None
-            or not self._cancellable
-            or self._delivered
-            or self._failures is not None
-        ):
-            return False
         timer = self._timer
         if timer is not None:
             timer.cancel()
             self._timer = None
         self._state = _EXITED
         self._task = None
-        ts.scope = parent
+        ts.scope = self._parent
         if not ts.hooked:
             _schedule(task, ts)  # still in a cancelled scope: delivery goes on
-        return True
 
     async def _wait_children(
         self, task: asyncio.Task[Any], exc: BaseException | None
