@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 UNAVAILABLE = ("not installed", "needs Python", "no equivalent", "n/a")
 PEERS = {"anyio": "anyio", "trio": "trio", "quattro": "quattro", "aiofence": "aiofence"}
@@ -44,3 +46,13 @@ def test_quick_benchmark_run(tmp_path: Path) -> None:
             too_old = column == "aiofence" and sys.version_info < (3, 12)
             if not too_old and importlib.util.find_spec(module) is None:
                 assert cells[column]["status"] == "not installed", where
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the stdlib cases need 3.11+")
+@pytest.mark.parametrize("case", ["A", "B", "C", "D.cancel", "E", "H"])
+def test_instruction_cases_run(case: str) -> None:
+    """Every case of ``python -m benchmarks.instructions`` runs (no valgrind) for each column."""
+    from benchmarks import instructions
+
+    for column, _ in instructions.CASES[case]:
+        instructions._child(case, column, 3)

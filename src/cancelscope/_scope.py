@@ -36,6 +36,7 @@ import enum
 import math
 import sys
 import threading
+import types
 import weakref
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -63,6 +64,11 @@ _INF = math.inf
 
 _current_task = asyncio.current_task
 _get_running_loop = asyncio._get_running_loop
+_get_ident = threading.get_ident
+# Before 3.12 the running loop lookup behind current_task() makes a getpid()
+# syscall; with the loop given it is a dict lookup. Exits check the thread
+# themselves and pass the task's loop (see CancellationScope.__exit__).
+_CHEAP_CURRENT_TASK = sys.version_info >= (3, 12)
 _Future = asyncio.Future
 
 
@@ -92,7 +98,7 @@ class _Request:
     cancelled scope must not become a reference cycle.
     """
 
-    __slots__ = ("_message", "_origin", "deadline", "hooked", "reason")
+    __slots__ = ("_label", "_origin", "deadline", "hooked", "message", "reason")
 
     def __init__(
         self, origin: CancellationScope, reason: str | None, deadline: float | None = None
@@ -101,10 +107,13 @@ class _Request:
         self.reason = reason
         # Not None when the request is a deadline that passed.
         self.deadline = deadline
-        text = f"cancelled by {origin._label()}"
+        # The origin's label, kept for failure() (a scope's name never changes).
+        label = self._label = origin._label()
+        text = f"cancelled by {label}"
         if reason is not None:
             text += f": {reason}"
-        self._message = _CancelMessage(text)
+        # The message of every CancelledError delivered for this request.
+        self.message = _CancelMessage(text)
         # Scopes this request reached that have a token to fire once the
         # request has been carried through the tree (see _reach).
         self.hooked: list[CancellationScope] | None = None
@@ -114,15 +123,13 @@ class _Request:
         """The scope where the request was made (None once nothing else holds it)."""
         return self._origin()
 
-    @property
-    def message(self) -> _CancelMessage:
-        return self._message
-
     def failure(self, scope: CancellationScope | None = None) -> CancelledFailure:
         """The CancelledFailure describing this request (``scope`` defaults to the origin)."""
         if scope is None:
-            scope = self.origin
-        label = scope._label() if scope is not None else "a scope"
+            scope = self._origin()
+            label = self._label if scope is not None else "a scope"
+        else:
+            label = scope._label()
         if self.deadline is not None:
             return TimeoutFailure(
                 f"{label} timed out (deadline exceeded)",
@@ -176,9 +183,22 @@ class _RequestedFuture(asyncio.Future[CancelledFailure]):
 class _TaskState:
     """What cancelscope keeps per task, stored on the task object itself."""
 
-    __slots__ = ("__weakref__", "forwarded", "group_exit", "hooked", "scope")
+    __slots__ = (
+        "__weakref__",
+        "forwarded",
+        "group_exit",
+        "hooked",
+        "loop",
+        "recheck",
+        "scope",
+        "thread",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The task's loop and the thread it runs in: what an exit needs to
+        # confirm it runs in this task without asking for the running loop.
+        self.loop = loop
+        self.thread = _get_ident()
         # Invariant: the task's innermost open scope, or None outside any scope.
         # Only scope entry/exit (in the task itself) changes it.
         self.scope: CancellationScope | None = None
@@ -186,6 +206,10 @@ class _TaskState:
         # call_soon or as a done-callback of the future the task waits on; it
         # guarantees at most one delivery in flight per task.
         self.hooked = False
+        # The call_soon handle of that _check when it was scheduled that way:
+        # an exit that leaves the task in no cancelled scope cancels it, so a
+        # finished delivery costs no extra callback.
+        self.recheck: asyncio.Handle | None = None
         # The task-group exit coroutine a CancelledError was last delivered
         # into: it swallows further ones while it waits, so none is sent again.
         self.group_exit: object | None = None
@@ -201,10 +225,13 @@ _fallback_states: weakref.WeakKeyDictionary[asyncio.Task[Any], _TaskState] = (
 
 
 def _get_state(task: asyncio.Task[Any]) -> _TaskState | None:
-    ts: _TaskState | None = getattr(task, _STATE_ATTR, None)
-    if ts is None and _fallback_states:
-        ts = _fallback_states.get(task)
-    return ts
+    holder: Any = task
+    try:
+        return holder._cancelscope_state  # type: ignore[no-any-return]
+    except AttributeError:
+        # (The attribute form is cheaper than getattr with a default when
+        # the state exists, the common case.)
+        return _fallback_states.get(task) if _fallback_states else None
 
 
 # The state of the task whose context this is: set once per task, when the
@@ -218,7 +245,7 @@ _task_state_var: contextvars.ContextVar[_TaskState] = contextvars.ContextVar(
 
 def _new_state(task: asyncio.Task[Any]) -> _TaskState:
     """Create ``task``'s state; called in ``task`` itself (its context is current)."""
-    ts = _TaskState()
+    ts = _TaskState(task.get_loop())
     _task_state_var.set(ts)
     try:
         setattr(task, _STATE_ATTR, ts)
@@ -243,7 +270,13 @@ def _check(task: asyncio.Task[Any]) -> None:
     ts = _get_state(task)
     if ts is None:  # pragma: no cover - defensive
         return
+    _deliver(task, ts)
+
+
+def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
+    """`_check` with the task's state in hand."""
     ts.hooked = False
+    ts.recheck = None
     if task.done():
         return
     scope = ts.scope
@@ -254,7 +287,8 @@ def _check(task: asyncio.Task[Any]) -> None:
     # children; cancelling that wait would only make it spin.
     if req is None or scope._state is _EXITING:
         return
-    waiter = _waiter_of(task)
+    holder: Any = task
+    waiter: asyncio.Future[Any] | None = holder._fut_waiter
     if waiter is not None:
         if not waiter.done():
             group_exit = _children_wait(task)
@@ -269,7 +303,12 @@ def _check(task: asyncio.Task[Any]) -> None:
         # after the task's next step; if the waiter is a task winding down
         # (anyio#1111) we simply wait for it.
         ts.hooked = True
-        waiter.add_done_callback(partial(_after_waiter, task))
+        if waiter.done():
+            # Its callbacks (the task's wakeup first) are already queued: a
+            # call_soon now is the same slot, without a partial.
+            ts.recheck = task.get_loop().call_soon(_check, task)
+        else:
+            waiter.add_done_callback(partial(_after_waiter, task))
     else:
         # The task's next step is already queued (it yielded bare, or a
         # wakeup is pending); a call_soon made now runs right after it.
@@ -277,27 +316,49 @@ def _check(task: asyncio.Task[Any]) -> None:
             task.cancel(req.message)
             scope._delivered += 1
         ts.hooked = True
-        task.get_loop().call_soon(_check, task)
+        ts.recheck = task.get_loop().call_soon(_check, task)
 
 
 # Code objects of exits that, once they have seen a CancelledError, swallow
 # further ones while they wait for their children and re-raise the first at
 # the end (asyncio.TaskGroup, anyio's task group). Delivering into the same
 # exit twice would only make the host spin while the children wind down.
-_children_wait_codes: set[object] = set()
+# Keyed by id(): hashing a code object hashes its whole bytecode. The codes
+# are kept alive here, so their ids stay theirs.
+_children_wait_codes: dict[int, object] = {}
 _children_wait_sources: set[str] = set()
 
 
 def _children_wait(task: asyncio.Task[Any]) -> object | None:
     """The task-group exit coroutine ``task`` is suspended in, if any (cancel path only)."""
-    if len(_children_wait_sources) < 2:
+    if "anyio" not in _children_wait_sources and _anyio_backend in _modules:
         _learn_children_waits()
+    codes = _children_wait_codes
     coro: Any = task.get_coro()
     while coro is not None:
-        if getattr(coro, "cr_code", None) in _children_wait_codes:
-            return coro  # type: ignore[no-any-return]
-        coro = getattr(coro, "cr_await", None)
+        if type(coro) is _CoroutineType:  # the common case, without getattr
+            if id(coro.cr_code) in codes:
+                return coro  # pyright: ignore[reportUnknownVariableType]
+            coro = coro.cr_await
+        else:
+            kind: type[Any] = type(coro)  # pyright: ignore[reportUnknownVariableType]
+            if kind in _opaque_awaits:
+                return None
+            if id(getattr(coro, "cr_code", None)) in codes:
+                return coro  # type: ignore[no-any-return]
+            coro = getattr(coro, "cr_await", None)
+            if coro is None and not kind.__dictoffset__:
+                # Where the chain ends (a future's iterator, a generator): the
+                # type has no cr_await and its instances cannot add one, so
+                # the next walk stops here without a failing getattr.
+                _opaque_awaits.add(kind)
     return None
+
+
+_anyio_backend = "anyio._backends._asyncio"
+_modules = sys.modules
+_CoroutineType = types.CoroutineType
+_opaque_awaits: set[type] = {types.GeneratorType}
 
 
 def _learn_children_waits() -> None:
@@ -305,15 +366,16 @@ def _learn_children_waits() -> None:
         _children_wait_sources.add("asyncio")
         group = getattr(asyncio, "TaskGroup", None)
         if group is not None:
-            _children_wait_codes.add(group.__aexit__.__code__)
+            code = group.__aexit__.__code__
+            _children_wait_codes[id(code)] = code
     if "anyio" not in _children_wait_sources:
-        backend = sys.modules.get("anyio._backends._asyncio")
+        backend = sys.modules.get(_anyio_backend)
         if backend is not None:
             _children_wait_sources.add("anyio")
             aexit = getattr(getattr(backend, "TaskGroup", None), "__aexit__", None)
             code = getattr(aexit, "__code__", None)
             if code is not None:
-                _children_wait_codes.add(code)
+                _children_wait_codes[id(code)] = code
 
 
 def _after_waiter(task: asyncio.Task[Any], _fut: object) -> None:
@@ -335,9 +397,9 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
         running = waiter.done()  # a wakeup is queued: look after it
     if running:
         ts.hooked = True
-        task.get_loop().call_soon(_check, task)
+        ts.recheck = task.get_loop().call_soon(_check, task)
     else:
-        _check(task)
+        _deliver(task, ts)
 
 
 def _reach(scope: CancellationScope, req: _Request) -> None:
@@ -348,11 +410,12 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
     `_fire_tokens` once the request has been carried through the tree, so
     user callbacks never run in the middle of the walk.
     """
-    if scope._reached_by is None:
-        # Written before _token is read; `token` writes _token before reading
-        # _reached_by: a token created in another thread meanwhile is fired
-        # by one side or the other (firing twice is harmless).
-        scope._reached_by = req
+    if scope._cancelled_by is None and (scope._cancellable or scope._reached_by is None):
+        # The first request to arrive. A cancellable scope becomes cancelled
+        # by it right after (every caller sets _cancelled_by next), so only a
+        # shield needs to remember it apart: no per-scope dict otherwise.
+        if not scope._cancellable:
+            scope._reached_by = req
         fut = scope._requested_fut
         if fut is not None:
             fut._resolve(req.failure())
@@ -375,20 +438,29 @@ def _fire_tokens(req: _Request) -> None:
 
 def _carry(top: CancellationScope, req: _Request) -> None:
     """``top`` has just become effectively cancelled by ``req``: carry it down the tree."""
-    pending: list[tuple[asyncio.Task[Any], CancellationScope]] = []
     host = top._task
+    if host is not None and not top._children:
+        ts = _get_state(host)
+        if ts is not None and ts.scope is top:
+            # The common case (a scope with no children, current in its
+            # host): what the walk below comes to.
+            _schedule(host, ts)
+            return
+    pending: list[tuple[asyncio.Task[Any], CancellationScope]] = []
     if host is not None:
         pending.append((host, top))
-    _push_children(top, pending)
+    if top._children:
+        _push_children(top, pending)
     while pending:
         task, upper = pending.pop()
         ts = _get_state(task)
         if ts is None:  # pragma: no cover - defensive
             continue
         chain: list[CancellationScope] = []
+        add = chain.append
         scope = ts.scope
         while scope is not None and scope is not upper:
-            chain.append(scope)
+            add(scope)
             scope = scope._parent
         if scope is None:  # pragma: no cover - defensive: the task left `upper`
             continue
@@ -398,7 +470,8 @@ def _carry(top: CancellationScope, req: _Request) -> None:
                 # Already cancelled (its subtree too), or a shield: stop here.
                 break
             scope._cancelled_by = req
-            _push_children(scope, pending)
+            if scope._children:
+                _push_children(scope, pending)
         else:
             _schedule(task, ts)
 
@@ -509,6 +582,8 @@ class CancellationScope:
         "__weakref__",
         "_c0",
         "_cancellable",
+        # Read by every entry (the parent's) and exit: slots, not class defaults.
+        "_cancelled_by",
         "_deadline",
         "_name",
         "_parent",
@@ -526,8 +601,11 @@ class CancellationScope:
     _own_req: _Request | None = None
     # Invariant (while open): the request that made this scope effectively
     # cancelled, or None; never reset while open. Set by _carry/_enter.
-    _cancelled_by: _Request | None = None
-    # The first request that reached this scope (resolves cancel_requested).
+    # While it is None, nothing was delivered on this scope's account
+    # (_delivered == 0) and no child failed: exits rely on that.
+    _cancelled_by: _Request | None
+    # A shield's first request (resolves cancel_requested); for a cancellable
+    # scope that request is _cancelled_by (see _reach).
     _reached_by: _Request | None = None
     # The loop this scope is bound to, once something needs it before entry.
     _loop: asyncio.AbstractEventLoop | None = None
@@ -540,13 +618,13 @@ class CancellationScope:
     _children: dict[TaskHandle[Any], None] | None = None
     _failures: list[BaseException] | None = None
     _exit_fut: asyncio.Future[None] | None = None
+    # Set at entry: entered with plain `with`.
+    _sync: bool
     # scope.token, created on first use (any thread: see the property);
     # fired by _fire_tokens. on_cancel callbacks are its callbacks.
     _token: CancelToken | None = None
     # Registration on the token passed as token=; removed at exit.
     _token_link: _TokenLink | None = None
-    # Set at entry: entered with plain `with`.
-    _sync: bool
 
     # True only for the hidden per-child scope (see _tasks.py).
     _hidden: ClassVar[bool] = False
@@ -563,21 +641,30 @@ class CancellationScope:
         raise_on_cancel: bool = True,
         token: CancelToken | None = None,
     ) -> None:
-        if timeout is not None and deadline is not None:
-            raise ValueError(
-                "pass either timeout (seconds from entry) or deadline (absolute "
-                "loop.time()), not both"
-            )
-        if timeout is not None:
-            timeout = _check_time(timeout, "timeout")
         when = _INF
-        if deadline is not None:
-            checked = _check_time(deadline, "deadline")
-            if checked is not None:
-                when = checked
+        if timeout is not None or deadline is not None:
+            if timeout is not None and deadline is not None:
+                raise ValueError(
+                    "pass either timeout (seconds from entry) or deadline (absolute "
+                    "loop.time()), not both"
+                )
+            if timeout is not None:
+                given: object = timeout  # callers may pass anything at runtime
+                kind = type(given)
+                if kind is float and -_INF < timeout < _INF:
+                    pass  # a finite float (NaN fails the test): already valid
+                elif kind is int:
+                    timeout = float(timeout)  # as _check_time, without its checks
+                else:
+                    timeout = _check_time(timeout, "timeout")
+            else:
+                checked = _check_time(deadline, "deadline")
+                if checked is not None:
+                    when = checked
         self._name = name
-        self._cancellable = bool(cancellable)
-        self._raise = bool(raise_on_cancel)
+        # `True if x else False` is bool(x) without the call (hot: every scope).
+        self._cancellable = True if cancellable else False  # noqa: SIM210
+        self._raise = True if raise_on_cancel else False  # noqa: SIM210
         # Seconds from entry, or None; turned into _deadline at entry.
         self._timeout = timeout
         # Absolute loop time, inf for none. Set at entry, or by the setter.
@@ -586,6 +673,7 @@ class CancellationScope:
         self._task: asyncio.Task[Any] | None = None
         self._parent: CancellationScope | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._cancelled_by = None
         if token is not None:
             _TokenLink.link(self, token)
 
@@ -704,64 +792,12 @@ class CancellationScope:
                 self._loop = loop
             fut = _RequestedFuture(loop=loop)
             req = self._reached_by
+            if req is None:
+                req = self._cancelled_by
             if req is not None:
                 fut.set_result(req.failure())
             self._requested_fut = fut
         return fut
-
-    @property
-    def token(self) -> CancelToken:
-        """A `CancelToken` that fires when a cancel request reaches this scope.
-
-        That is exactly when `cancel_requested` resolves: `cancel()` or the
-        deadline, a request from an enclosing scope (also for a shield, which
-        it stops at), a failing child. Its reason is the request's, and its
-        ``raise_if_cancelled()`` raises the request's `CancelledFailure`. It
-        fires in the loop's thread once the request has reached every scope
-        below, before any task sees its CancelledError. Pass it to threads
-        and synchronous code; readable from any thread.
-        """
-        token = self._token
-        if token is None:
-            with _token_lock:
-                token = self._token
-                if token is None:
-                    token = self._token = CancelToken()
-            # See _reach: a request that arrived before _token was set.
-            req = self._reached_by
-            if req is not None:
-                token._fire_request(req)
-        return token
-
-    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
-        """Call ``callback()`` when a cancel request reaches this scope; return a remover.
-
-        Temporal's "CancellationScopes and callbacks": for stopping what
-        cancellation cannot interrupt (``sqlite3.Connection.interrupt``, a
-        subprocess, a socket). Runs when ``scope.token`` fires: in the loop's
-        thread, after the request has reached every scope below and before
-        any task sees its CancelledError; at once if a request already
-        reached the scope. Callbacks run in registration order; an exception
-        is passed to the loop's exception handler and never stops delivery
-        or the other callbacks. Never called for a scope that exits without
-        being reached.
-        """
-        if self._state is _EXITED and self._reached_by is None:
-            if not callable(callback):
-                raise TypeError(
-                    f"on_cancel() needs a callable taking no arguments, not "
-                    f"{type(callback).__name__}"
-                )
-            return _noop
-        return self.token.add_callback(callback)
-
-    def _cancel_by_token(self, token: CancelToken) -> None:
-        """The token passed as ``token=`` fired (in this scope's loop, or before entry)."""
-        if self._state is _EXITED:
-            return
-        req = token._request
-        deadline = req.deadline if req is not None else token._deadline
-        self._own_request(_Request(self, token._reason, deadline))
 
     def cancel(self, reason: str | None = None) -> None:
         """Request cancellation of this scope and everything inside it.
@@ -825,70 +861,90 @@ class CancellationScope:
         # cancellation, and there is no result to return.
         return None  # type: ignore[return-value]
 
+    @property
+    def token(self) -> CancelToken:
+        """A `CancelToken` that fires when a cancel request reaches this scope.
+
+        That is exactly when `cancel_requested` resolves: `cancel()` or the
+        deadline, a request from an enclosing scope (also for a shield, which
+        it stops at), a failing child. Its reason is the request's, and its
+        ``raise_if_cancelled()`` raises the request's `CancelledFailure`. It
+        fires in the loop's thread once the request has reached every scope
+        below, before any task sees its CancelledError. Pass it to threads
+        and synchronous code; readable from any thread.
+        """
+        token = self._token
+        if token is None:
+            with _token_lock:
+                token = self._token
+                if token is None:
+                    token = self._token = CancelToken()
+            # A request that reached the scope before _token was set (see
+            # _reach), read here; one in flight in the loop's thread right now
+            # is caught by the check handed to the loop. Firing twice is harmless.
+            req = self._reached()
+            if req is not None:
+                token._fire_request(req)
+            else:
+                task = self._task
+                if task is not None and _get_running_loop() is not task.get_loop():
+                    with contextlib.suppress(RuntimeError):  # a closed loop
+                        task.get_loop().call_soon_threadsafe(self._fire_if_reached, token)
+        return token
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` when a cancel request reaches this scope; return a remover.
+
+        Temporal's "CancellationScopes and callbacks": for stopping what
+        cancellation cannot interrupt (``sqlite3.Connection.interrupt``, a
+        subprocess, a socket). Runs when ``scope.token`` fires: in the loop's
+        thread, after the request has reached every scope below and before
+        any task sees its CancelledError; at once if a request already
+        reached the scope. Callbacks run in registration order; an exception
+        is passed to the loop's exception handler and never stops delivery
+        or the other callbacks. Never called for a scope that exits without
+        being reached.
+        """
+        if self._state is _EXITED and self._reached() is None:
+            if not callable(callback):
+                raise TypeError(
+                    f"on_cancel() needs a callable taking no arguments, not "
+                    f"{type(callback).__name__}"
+                )
+            return _noop
+        return self.token.add_callback(callback)
+
+    def _cancel_by_token(self, token: CancelToken) -> None:
+        """The token passed as ``token=`` fired (in this scope's loop, or before entry)."""
+        if self._state is _EXITED:
+            return
+        req = token._request
+        deadline = req.deadline if req is not None else token._deadline
+        self._own_request(_Request(self, token._reason, deadline))
+
+    def _reached(self) -> _Request | None:
+        """The first request that reached this scope, or None (see _reach)."""
+        req = self._reached_by
+        return req if req is not None else self._cancelled_by
+
+    def _fire_if_reached(self, token: CancelToken) -> None:
+        req = self._reached()
+        if req is not None:
+            token._fire_request(req)
+
+    def _detach_token(self) -> None:
+        """At exit: a long-lived token must not keep exited scopes registered."""
+        link = self._token_link
+        if link is not None:
+            self._token_link = None
+            link.detach()
+
     # ------------------------------------------------------------------ enter / exit
 
+    # __enter__ and __aenter__ are the same code, inlined (the hot path: one
+    # Python call less per entry); keep them, and _enter_child, in step.
+
     def __enter__(self) -> Self:
-        self._enter(True)
-        return self
-
-    async def __aenter__(self) -> Self:
-        self._enter(False)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        try:
-            ts = self._exit_check()
-        except RuntimeError:
-            if self._closing(exc_type):
-                return False
-            raise
-        task = self._task
-        assert task is not None
-        if self._children:
-            raise RuntimeError(
-                f"{self!r} still has child tasks: a scope that owns children must "
-                "exit with `async with`, which waits for them"
-            )
-        return self._finish(task, ts, exc_type, exc)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        try:
-            ts = self._exit_check()
-        except RuntimeError:
-            if self._closing(exc_type):
-                return False
-            raise
-        task = self._task
-        assert task is not None
-        if not self._children:
-            return self._finish(task, ts, exc_type, exc)
-        foreign = await self._wait_children(task, exc)
-        # The outcome depends on what unwound the body (SPEC 7): the wait for
-        # children is not a delivery point. A foreign cancellation that hit
-        # the wait is re-raised, or, if the body raised, re-requested.
-        if foreign is None:
-            return self._finish(task, ts, exc_type, exc)
-        if exc is not None:
-            if not isinstance(exc, CancelledError):
-                _rearm(task, foreign)
-                return self._finish(task, ts, exc_type, exc)
-            # The body's CancelledError goes on, never absorbed: a foreign
-            # cancellation is pending (3.10 could not tell by counting).
-            return self._finish(task, ts, exc_type, exc, foreign=True)
-        self._finish(task, ts, type(foreign), foreign, foreign=True)
-        raise foreign
-
-    def _enter(self, sync: bool) -> None:
         if self._state is not _CREATED:
             raise RuntimeError(
                 f"{self!r} cannot be entered twice; create a new scope for each `with` block"
@@ -908,7 +964,7 @@ class CancellationScope:
         parent = ts.scope
         self._task = task
         self._parent = parent
-        self._sync = sync
+        self._sync = True
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
@@ -919,6 +975,211 @@ class CancellationScope:
             self._enter_cancelled(task, ts, parent)
         if self._timeout is not None or self._deadline != _INF:
             self._start_deadline()
+        return self
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _CREATED:
+            raise RuntimeError(
+                f"{self!r} cannot be entered twice; create a new scope for each `with` block"
+            )
+        task = _current_task()
+        if task is None:
+            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
+        loop = self._loop
+        if loop is not None and loop is not task.get_loop():
+            raise RuntimeError(f"{self!r} belongs to another event loop than the one entering it")
+        ts: _TaskState
+        holder: Any = task  # the attribute cancelscope sets on tasks
+        try:
+            ts = holder._cancelscope_state
+        except AttributeError:
+            ts = _get_state(task) or _new_state(task)
+        parent = ts.scope
+        self._task = task
+        self._parent = parent
+        self._sync = False
+        if _HAS_COUNTS or _counts(task):
+            # A native cancel still pending from before entry (the task is
+            # running, so it can only be _must_cancel) is foreign, not ours.
+            self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+        self._state = _ENTERED
+        ts.scope = self
+        if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
+            self._enter_cancelled(task, ts, parent)
+        if self._timeout is not None or self._deadline != _INF:
+            self._start_deadline()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        # The checks of _exit_check, inlined: this is the hot path.
+        task = self._task
+        ts: _TaskState | None = None
+        if task is not None:
+            holder: Any = task
+            try:
+                ts = holder._cancelscope_state
+            except AttributeError:
+                ts = _get_state(task)
+        try:  # (free on 3.11+)
+            if (
+                ts is None
+                or ts.scope is not self
+                or self._state is not _ENTERED
+                or (
+                    _current_task()
+                    if _CHEAP_CURRENT_TASK
+                    else _current_task(ts.loop) if _get_ident() == ts.thread else None
+                )
+                is not task
+            ):
+                ts = self._exit_check()  # raises
+        except RuntimeError:
+            # current_task() without a running loop, or a wrong exit.
+            if self._closing(exc_type):
+                return False  # closed outside its task: see _closing
+            raise
+        assert task is not None
+        if self._children:
+            raise RuntimeError(
+                f"{self!r} still has child tasks: a scope that owns children must "
+                "exit with `async with`, which waits for them"
+            )
+        if self._cancelled_by is None:
+            # Never cancelled: nothing to uncancel, nothing to report or absorb.
+            timer = self._timer
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            parent = self._parent
+            self._state = _EXITED
+            self._task = None
+            if self._token_link is not None:
+                self._detach_token()
+            ts.scope = parent
+            if parent is not None and parent._cancelled_by is not None:
+                _schedule(task, ts)  # back in a cancelled scope (leaving a shield)
+            return False
+        parent = self._parent
+        if (
+            parent is not None
+            and parent._cancelled_by is not None
+            and self._cancellable
+            and not self._delivered
+            and self._failures is None
+        ):
+            self._inner_exit(task, ts)
+            return False
+        return self._finish(task, ts, exc_type, exc)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        # As __exit__ (kept in step with it).
+        task = self._task
+        ts: _TaskState | None = None
+        if task is not None:
+            holder: Any = task
+            try:
+                ts = holder._cancelscope_state
+            except AttributeError:
+                ts = _get_state(task)
+        try:  # (free on 3.11+)
+            if (
+                ts is None
+                or ts.scope is not self
+                or self._state is not _ENTERED
+                or (
+                    _current_task()
+                    if _CHEAP_CURRENT_TASK
+                    else _current_task(ts.loop) if _get_ident() == ts.thread else None
+                )
+                is not task
+            ):
+                ts = self._exit_check()  # raises
+        except RuntimeError:
+            # current_task() without a running loop, or a wrong exit.
+            if self._closing(exc_type):
+                return False  # closed outside its task: see _closing
+            raise
+        assert task is not None
+        children = self._children
+        if not children:
+            if self._cancelled_by is None:
+                timer = self._timer
+                if timer is not None:
+                    timer.cancel()
+                    self._timer = None
+                parent = self._parent
+                self._state = _EXITED
+                self._task = None
+                if self._token_link is not None:
+                    self._detach_token()
+                ts.scope = parent
+                if parent is not None and parent._cancelled_by is not None:
+                    _schedule(task, ts)
+                return False
+            parent = self._parent
+            if (
+                parent is not None
+                and parent._cancelled_by is not None
+                and self._cancellable
+                and not self._delivered
+                # Only a scope that had children can have failures.
+                and (children is None or self._failures is None)
+            ):
+                # _inner_exit, inlined (a cancelled nest unwinds through here).
+                timer = self._timer
+                if timer is not None:
+                    timer.cancel()
+                    self._timer = None
+                self._state = _EXITED
+                self._task = None
+                if self._token_link is not None:
+                    self._detach_token()
+                ts.scope = parent
+                if not ts.hooked:
+                    _schedule(task, ts)
+                return False
+            return self._finish(task, ts, exc_type, exc)
+        foreign = await self._wait_children(task, exc)
+        # The outcome depends on what unwound the body (SPEC 7): the wait for
+        # children is not a delivery point. A foreign cancellation that hit
+        # the wait is re-raised, or, if the body raised, re-requested.
+        if foreign is None:
+            return self._finish(task, ts, exc_type, exc)
+        if exc is not None:
+            if not isinstance(exc, CancelledError):
+                _rearm(task, foreign)
+                return self._finish(task, ts, exc_type, exc)
+            # The body's CancelledError goes on, never absorbed: a foreign
+            # cancellation is pending (3.10 could not tell by counting).
+            return self._finish(task, ts, exc_type, exc, foreign=True)
+        self._finish(task, ts, type(foreign), foreign, foreign=True)
+        raise foreign
+
+    def _enter_child(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
+        """Enter a child task's hidden root scope (``ts.scope`` is the spawning scope).
+
+        As __aenter__, for the task that is running: no lookup of the current task.
+        """
+        parent = ts.scope
+        self._task = task
+        self._parent = parent
+        self._sync = False
+        if _HAS_COUNTS or _counts(task):
+            self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+        self._state = _ENTERED
+        ts.scope = self
+        if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
+            self._enter_cancelled(task, ts, parent)
 
     def _enter_cancelled(
         self, task: asyncio.Task[Any], ts: _TaskState, parent: CancellationScope | None
@@ -939,7 +1200,6 @@ class CancellationScope:
         for req in (inherited, own):
             if req is not None and req.hooked is not None:
                 _fire_tokens(req)
-
     def _closing(self, exc_type: type[BaseException] | None) -> bool:
         """A coroutine closed outside its task (GeneratorExit): leave the scope quietly.
 
@@ -962,6 +1222,8 @@ class CancellationScope:
             ts.scope = None if self._hidden else self._parent
         self._state = _EXITED
         self._task = None
+        if self._token_link is not None:
+            self._detach_token()
         return True
 
     def _exit_check(self) -> _TaskState:
@@ -983,6 +1245,27 @@ class CancellationScope:
                 f"exit while {ts.scope!r}, entered inside it, is still open"
             )
         return ts
+
+    def _inner_exit(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
+        """Leave a cancelled scope whose parent is cancelled too, nothing else pending.
+
+        The exits check for that case (cancellable, nothing delivered on this
+        scope's account, no failed child): the common exit of an inner scope
+        while a cancellation unwinds a nest. The outermost cancelled scope
+        reports (SPEC 7.3), so whatever the body raised goes on, as _finish
+        would decide, with one Python call instead of three.
+        """
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        self._state = _EXITED
+        self._task = None
+        if self._token_link is not None:
+            self._detach_token()
+        ts.scope = self._parent
+        if not ts.hooked:
+            _schedule(task, ts)  # still in a cancelled scope: delivery goes on
 
     async def _wait_children(
         self, task: asyncio.Task[Any], exc: BaseException | None
@@ -1030,16 +1313,21 @@ class CancellationScope:
         if timer is not None:
             timer.cancel()
             self._timer = None
-        link = self._token_link
-        if link is not None:
-            # A long-lived token must not keep exited scopes registered.
-            self._token_link = None
-            link.detach()
         parent = self._parent
         self._state = _EXITED
         self._task = None
+        if self._token_link is not None:
+            self._detach_token()
         if self._hidden:
             ts.scope = None
+            recheck = ts.recheck
+            if recheck is not None:
+                # The child is finishing: a check queued after its last
+                # delivery would find nothing to do. (Not done for other
+                # scopes: the same pending check serves the next request.)
+                recheck.cancel()
+                ts.recheck = None
+                ts.hooked = False
         else:
             ts.scope = parent
             if parent is not None and parent._cancelled_by is not None:
@@ -1127,11 +1415,23 @@ class CancellationScope:
                 _fire_tokens(req)
 
     def _start_deadline(self) -> None:
+        """Entry of a scope with a timeout or deadline: _arm_deadline, reading the clock once."""
+        task = self._task
+        assert task is not None
+        loop = task.get_loop()
+        now = loop.time()
         timeout = self._timeout
         if timeout is not None:
-            assert self._task is not None
-            self._deadline = self._task.get_loop().time() + timeout
-        self._arm_deadline()
+            when = self._deadline = now + timeout
+        else:
+            when = self._deadline
+        if self._own_req is not None:
+            return
+        if when <= now:
+            # Already expired (gh-95051), as in _arm_deadline.
+            self._own_request(_Request(self, "deadline exceeded", when))
+        else:
+            self._timer = loop.call_at(when, self._on_deadline)
 
     def _arm_deadline(self) -> None:
         timer = self._timer
@@ -1212,66 +1512,6 @@ class CancellationScope:
 
 
 CancellationScope.__module__ = "cancelscope"
-
-# Serialises the creation of scope.token between threads.
-_token_lock = threading.Lock()
-
-
-def _unlink(token_ref: weakref.ref[CancelToken], key: object, _gone: object) -> None:
-    token = token_ref()
-    if token is not None:
-        token._remove(key)
-
-
-class _TokenLink:
-    """A scope's registration on the token passed as ``token=``.
-
-    Holds the scope and the token weakly (the token holds the link), so a
-    linked scope is freed like any other; the scope removes it at exit.
-    """
-
-    __slots__ = ("key", "loop", "scope", "token")
-
-    def __init__(self, scope: CancellationScope, token: CancelToken) -> None:
-        self.scope = weakref.ref(scope)
-        self.token = weakref.ref(token)
-        # Where a token fired before entry delivers (None outside a loop).
-        self.loop = _get_running_loop()
-        self.key: object | None = None
-
-    @staticmethod
-    def link(scope: CancellationScope, token: CancelToken) -> None:
-        obj: object = token  # callers may pass anything at runtime
-        if not isinstance(obj, CancelToken):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(f"token must be a CancelToken or None, not {type(obj).__name__}")
-        link = _TokenLink(scope, token)
-        key = token._register(link)
-        if key is not None:
-            link.key = key
-            scope._token_link = link
-            # A scope dropped without exiting (never entered) unregisters too;
-            # the callback holds no reference to the link (no cycle).
-            link.scope = weakref.ref(scope, partial(_unlink, link.token, key))
-
-    def detach(self) -> None:
-        key, self.key = self.key, None
-        token = self.token()
-        if key is not None and token is not None:
-            token._remove(key)
-
-    def __call__(self) -> None:
-        scope = self.scope()
-        token = self.token()
-        if scope is None or token is None:
-            return
-        task = scope._task
-        loop = task.get_loop() if task is not None else self.loop
-        if loop is not None and _get_running_loop() is not loop:
-            # Another thread: hand it to the scope's loop, as cancel() does.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(scope._cancel_by_token, token)
-            return
-        scope._cancel_by_token(token)
 
 
 def _noop() -> None:
@@ -1380,6 +1620,8 @@ def with_timeout(
     Given ``fn``, an awaitable running ``fn(*args)`` inside such a scope.
     ``seconds <= 0`` is already expired; ``None`` or ``math.inf`` mean no timeout.
     """
+    if fn is None and not args:
+        return CancellationScope(timeout=seconds, name=name)  # the common form, without _make
     return _make(fn, args, CancellationScope(timeout=seconds, name=name), "with_timeout")
 
 
@@ -1417,6 +1659,69 @@ def move_on_after(seconds: float | None, *, name: str | None = None) -> Cancella
 def move_on_at(when: float | None, *, name: str | None = None) -> CancellationScope:
     """As `move_on_after`, with an absolute ``loop.time()`` deadline."""
     return CancellationScope(deadline=when, name=name, raise_on_cancel=False)
+
+
+_learn_children_waits()
+
+# Serialises the creation of scope.token between threads.
+_token_lock = threading.Lock()
+
+
+def _unlink(token_ref: weakref.ref[CancelToken], key: object, _gone: object) -> None:
+    token = token_ref()
+    if token is not None:
+        token._remove(key)
+
+
+class _TokenLink:
+    """A scope's registration on the token passed as ``token=``.
+
+    Holds the scope and the token weakly (the token holds the link), so a
+    linked scope is freed like any other; the scope removes it at exit.
+    """
+
+    __slots__ = ("key", "loop", "scope", "token")
+
+    def __init__(self, scope: CancellationScope, token: CancelToken) -> None:
+        self.scope = weakref.ref(scope)
+        self.token = weakref.ref(token)
+        # Where a token fired before entry delivers (None outside a loop).
+        self.loop = _get_running_loop()
+        self.key: object | None = None
+
+    @staticmethod
+    def link(scope: CancellationScope, token: CancelToken) -> None:
+        obj: object = token  # callers may pass anything at runtime
+        if not isinstance(obj, CancelToken):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"token must be a CancelToken or None, not {type(obj).__name__}")
+        link = _TokenLink(scope, token)
+        key = token._register(link)
+        if key is not None:
+            link.key = key
+            scope._token_link = link
+            # A scope dropped without exiting (never entered) unregisters too;
+            # the callback holds no reference to the link (no cycle).
+            link.scope = weakref.ref(scope, partial(_unlink, link.token, key))
+
+    def detach(self) -> None:
+        key, self.key = self.key, None
+        token = self.token()
+        if key is not None and token is not None:
+            token._remove(key)
+
+    def __call__(self) -> None:
+        scope = self.scope()
+        token = self.token()
+        if scope is None or token is None:
+            return
+        task = scope._task
+        loop = task.get_loop() if task is not None else self.loop
+        if loop is not None and _get_running_loop() is not loop:
+            # Another thread: hand it to the scope's loop, as cancel() does.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(scope._cancel_by_token, token)
+            return
+        scope._cancel_by_token(token)
 
 
 # Imported last: _tasks subclasses CancellationScope.

@@ -184,6 +184,17 @@ def _is_coroutine(obj: object) -> TypeGuard[Coroutine[Any, Any, Any]]:
 
 
 def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
+    if type(fn) is types.FunctionType:
+        # The common case (an async def function), without the ABC checks.
+        coro = fn(*args)
+        if type(coro) is types.CoroutineType:
+            return coro  # pyright: ignore[reportUnknownVariableType]
+        if not _is_coroutine(coro):
+            raise TypeError(
+                f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
+                "not a coroutine"
+            )
+        return coro
     if _is_coroutine(fn):
         if args:
             fn.close()
@@ -268,14 +279,20 @@ async def _child_main(
 ) -> None:
     """Run one child inside its hidden scope and record its outcome on the handle."""
     scope = handle._scope
-    task = asyncio.current_task()
+    # With the loop given, no getpid() behind it before 3.12 (this runs in
+    # the loop's thread).
+    task = _scope._current_task(handle._loop)
     assert task is not None
-    ts = _scope._get_state(task)
+    # A new task has no state yet: getattr with a default, not _get_state's
+    # try/except, is the cheap form for a miss.
+    ts = getattr(task, _scope._STATE_ATTR, None)
+    if ts is None and _scope._fallback_states:
+        ts = _scope._fallback_states.get(task)
     if ts is None:
         ts = _scope._new_state(task)
     # Enter the hidden scope with the owner as parent.
     ts.scope = owner
-    scope._enter(False)
+    scope._enter_child(task, ts)
     closed = False
     try:
         value = await coro
