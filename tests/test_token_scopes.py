@@ -357,3 +357,28 @@ async def test_current_token_in_asyncio_to_thread() -> None:
 def test_current_token_in_a_plain_thread_is_none() -> None:
     """Outside any loop and any scope, current_token() is None."""
     assert cs.current_token() is None
+
+
+@pytest.mark.asyncio
+async def test_token_created_in_a_thread_during_a_request_still_fires() -> None:
+    """scope.token made in another thread while a request is mid-walk fires (the loop rechecks).
+
+    The interleaving is forced: the thread creates the token after `_reach` looked for one and
+    before the request marked the scope, which a cancellable scope records only afterwards.
+    """
+    async with cs.cancellable(name="raced") as scope:
+        made: list[cs.CancelToken] = []
+        thread = threading.Thread(target=lambda: made.append(scope.token))
+        thread.start()
+        thread.join(GUARD)  # blocks the loop: the thread's recheck waits in its queue
+        assert not made[0].cancelled
+        (token,) = made
+        # What the loop thread finishes after the thread's read: the scope becomes cancelled
+        # without _reach having seen the token.
+        req = cs._scope._Request(scope, "raced request")
+        scope._own_req = req
+        scope._cancelled_by = req
+        await asyncio.sleep(0)  # the recheck handed to the loop runs
+        assert token.cancelled
+        assert token.reason == "raced request"
+        scope._own_req = scope._cancelled_by = None  # leave the scope as never cancelled
