@@ -171,3 +171,24 @@ _cs_ensure_venv_locked() {
         { cs_error "pip install -e '$spec' failed in $venv"; return 1; }
     printf '%s\n' "$want_stamp" >"$stamp"
 }
+
+# cs_ensure_postgres: under CI, install Debian's PostgreSQL server when it is missing, so the
+# PostgreSQL variant of examples/zombie_queries.py is tested rather than skipped (its test
+# starts a throw-away server with initdb/pg_ctl itself, and skips with the reason when it
+# cannot).  Best effort: never fails the run; does nothing off CI or without root and apt-get.
+cs_ensure_postgres() {
+    if command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+        return 0
+    fi
+    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        cs_warn "PostgreSQL not installed (and no root apt-get): its example test will skip"
+        return 0
+    fi
+    cs_log "Installing PostgreSQL (apt-get install postgresql) for the PostgreSQL example test"
+    if ! { DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1 ||
+           { timeout 300 apt-get update -q >/dev/null 2>&1 &&
+             DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1; }; }; then
+        cs_warn "could not install PostgreSQL: its example test will skip"
+    fi
+    return 0
+}
