@@ -3,6 +3,8 @@
 from ._exceptions import CancelledFailure as CancelledFailure
 from ._exceptions import TimeoutFailure as TimeoutFailure
 from ._exceptions import is_cancellation as is_cancellation
+from ._run import run as run
+from ._run import shutdown_on_signals as shutdown_on_signals
 from ._scope import CancellationScope as CancellationScope
 from ._scope import cancellable as cancellable
 from ._scope import current_deadline as current_deadline
@@ -24,11 +26,14 @@ __all__ = [
     "move_on_after",
     "move_on_at",
     "non_cancellable",
+    "run",
+    "shutdown_on_signals",
     "with_deadline",
     "with_timeout",
 ]
 
 for _name in ("cancellable", "current_deadline", "move_on_after", "move_on_at",
-              "non_cancellable", "with_deadline", "with_timeout", "is_cancellation"):
+              "non_cancellable", "with_deadline", "with_timeout", "is_cancellation",
+              "run", "shutdown_on_signals"):
     globals()[_name].__module__ = "cancelscope"
 del _name
