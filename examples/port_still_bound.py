@@ -181,14 +181,22 @@ def ctrl_c_during_start_up(runner: str) -> dict[str, str | bool]:
         server.stop()
 
 
+def _verdict(result: dict[str, str | bool]) -> str:
+    if not result["bound"]:
+        return "port released: the restart binds it"
+    if "EADDRINUSE" in str(result["restart"]):
+        return "port still bound: the restart gets EADDRINUSE"
+    return f"port still bound: {result['restart']}"
+
+
 def scenario() -> dict[str, object]:
     """The demo's protocol: run both versions and summarise them."""
     plain = ctrl_c_during_start_up("asyncio")
     ours = ctrl_c_during_start_up("cancelscope")
     return {
         "incident": "Ctrl-C during start-up leaves the port bound",
-        "plain": "port still bound, restart fails" if plain["bound"] else "port released",
-        "cancelscope": "port still bound, restart fails" if ours["bound"] else "port released",
+        "plain": _verdict(plain),
+        "cancelscope": _verdict(ours),
         "fixed": bool(plain["bound"]) and not ours["bound"],
         "details": {"asyncio.run": plain, "cs.run": ours},
     }

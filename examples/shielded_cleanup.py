@@ -25,7 +25,7 @@ from pathlib import Path
 import cancelscope as cs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _table import print_table  # noqa: E402 - the examples' shared helper, beside this file
+from _table import print_table  # the examples' shared helper, beside this file
 
 RECORDS = 3
 WRITE_TIME = 0.05  # each write; the shutdown arrives after the first one
@@ -92,9 +92,11 @@ async def cs_server(store: Store) -> dict[str, object]:
     outcome: dict[str, object] = {"noticed": "-"}
 
     async def request() -> None:
-        async with cs.non_cancellable(name="commit") as shield:
-            async with cs.with_timeout(1.0 if not store.hangs else 0.1, name="commit-deadline"):
-                outcome["noticed"] = await commit(store, shield)
+        bound = 1.0 if not store.hangs else 0.1
+        async with cs.non_cancellable(name="commit") as shield, cs.with_timeout(
+            bound, name="commit-deadline"
+        ):
+            outcome["noticed"] = await commit(store, shield)
 
     try:
         async with cs.cancellable(name="server") as server:
@@ -135,8 +137,8 @@ def scenario() -> dict[str, object]:
     plain, ours = r["plain"], r["cancelscope"]
     return {
         "incident": "shutdown cuts a shielded commit half-way",
-        "plain": f"{plain['written']} of {RECORDS} records written, orphan task killed",
-        "cancelscope": f"{ours['written']} of {RECORDS} records written, bounded, noticed",
+        "plain": f"{plain['written']} of {RECORDS} records written, the rest lost",
+        "cancelscope": f"{ours['written']} of {RECORDS} written; bounded, and told why",
         "fixed": plain["written"] != RECORDS and ours["written"] == RECORDS,
         "details": r,
     }

@@ -21,7 +21,7 @@ from pathlib import Path
 import cancelscope as cs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _table import print_table  # noqa: E402 - the examples' shared helper, beside this file
+from _table import print_table  # the examples' shared helper, beside this file
 
 JOBS = 10
 CANCEL_AFTER = 3  # jobs done when the batch is cancelled
@@ -91,9 +91,10 @@ def scenario() -> dict[str, object]:
         "details": r,
         "more": [
             {
-                "incident": "who cancelled me?",
-                "plain": f"the worker caught {_first(r['plain'])}",
-                "cancelscope": f"'{_first(r['cancelscope'])}'",
+                "name": "who_cancelled",
+                "incident": "who cancelled me, and why?",
+                "plain": f"{_first(r['plain'])}: no who, no why",
+                "cancelscope": _first(r["cancelscope"]),
                 "fixed": _first(r["plain"]) == "CancelledError()"
                 and "scope 'batch'" in _first(r["cancelscope"]),
             },

@@ -8,6 +8,7 @@ it real signals; the in-process ones signal the test process itself with SIGUSR1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -255,7 +256,8 @@ def test_run_returns_main_result_and_restores_handlers() -> None:
             return x * 2
 
         assert cs.run(main, 21, shutdown_signals=(signal.SIGUSR1,)) == 42
-        assert seen and seen[0] is not custom
+        assert seen
+        assert seen[0] is not custom
         assert signal.getsignal(signal.SIGUSR1) is custom
     finally:
         signal.signal(signal.SIGUSR1, previous)
@@ -304,7 +306,10 @@ def test_run_with_uvloop() -> None:
 class _NoSignalHandlersLoop(asyncio.SelectorEventLoop):
     """A loop without add_signal_handler, like Windows' loops."""
 
-    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+    # The stubs type this with a TypeVarTuple; the signature does not matter here.
+    def add_signal_handler(  # type: ignore[override]
+        self, sig: int, callback: Callable[..., object], *args: Any
+    ) -> None:
         raise NotImplementedError
 
 
@@ -324,17 +329,25 @@ def test_fallback_without_add_signal_handler() -> None:
     assert signal.getsignal(signal.SIGUSR1) is before
 
 
+async def nested_shutdowns(record: list[str], codes: list[object]) -> None:
+    """An inner shutdown_on_signals inside an outer one, each ended by SIGUSR1."""
+    async with cs.shutdown_on_signals([signal.SIGUSR1], name="outer"):
+        try:
+            async with cs.shutdown_on_signals([signal.SIGUSR1], name="inner"):
+                await wait_for_signal(signal.SIGUSR1, record)
+        except SystemExit as exc:
+            codes.append(exc.code)
+        await wait_for_signal(signal.SIGUSR1, record)
+
+
 @pytest.mark.asyncio
 async def test_nested_shutdown_hands_the_signal_back() -> None:
     """An inner shutdown_on_signals takes the signal; at exit the outer one has it again."""
     record: list[str] = []
+    codes: list[object] = []
     with pytest.raises(SystemExit) as outer_exit:
-        async with cs.shutdown_on_signals([signal.SIGUSR1], name="outer"):
-            with pytest.raises(SystemExit) as inner_exit:
-                async with cs.shutdown_on_signals([signal.SIGUSR1], name="inner"):
-                    await wait_for_signal(signal.SIGUSR1, record)
-            assert inner_exit.value.code == 128 + signal.SIGUSR1
-            await wait_for_signal(signal.SIGUSR1, record)
+        await nested_shutdowns(record, codes)
+    assert codes == [128 + signal.SIGUSR1]
     assert outer_exit.value.code == 128 + signal.SIGUSR1
     assert record == [
         "scope inner",
@@ -360,31 +373,48 @@ async def test_restores_foreign_loop_handler() -> None:
         loop.remove_signal_handler(signal.SIGUSR2)
 
 
+async def swallow_the_signal(scopes: list[cs.CancellationScope]) -> None:
+    """Catch the cancellation a SIGUSR1 causes and return normally from the block."""
+    async with cs.shutdown_on_signals([signal.SIGUSR1]) as scope:
+        scopes.append(scope)
+        with contextlib.suppress(asyncio.CancelledError):
+            await wait_for_signal(signal.SIGUSR1, [])
+
+
 @pytest.mark.asyncio
 async def test_body_finishing_after_signal_still_exits() -> None:
     """A body that catches the cancellation and returns still ends with the signal's code."""
+    scopes: list[cs.CancellationScope] = []
     with pytest.raises(SystemExit) as info:
-        async with cs.shutdown_on_signals([signal.SIGUSR1]) as scope:
-            try:
-                await wait_for_signal(signal.SIGUSR1, [])
-            except asyncio.CancelledError:
-                pass
+        await swallow_the_signal(scopes)
     assert info.value.code == 128 + signal.SIGUSR1
-    assert scope.cancel_reason == "received SIGUSR1"
+    assert scopes[0].cancel_reason == "received SIGUSR1"
+
+
+async def raise_in_block(exc: BaseException) -> None:
+    """Raise ``exc`` inside a shutdown_on_signals block (no signal comes)."""
+    async with cs.shutdown_on_signals([signal.SIGUSR1]):
+        raise exc
+
+
+async def cancel_block_by_hand(scopes: list[cs.CancellationScope]) -> None:
+    """Cancel a shutdown_on_signals block's scope by hand (no signal comes)."""
+    async with cs.shutdown_on_signals([signal.SIGUSR1]) as scope:
+        scopes.append(scope)
+        scope.cancel("by hand")
+        await asyncio.sleep(1)
 
 
 @pytest.mark.asyncio
 async def test_no_signal_is_a_plain_scope() -> None:
     """Without a signal the block behaves as a cancellable scope: its errors pass unchanged."""
     with pytest.raises(ValueError, match="inner"):
-        async with cs.shutdown_on_signals([signal.SIGUSR1]):
-            raise ValueError("inner")
+        await raise_in_block(ValueError("inner"))
     # Not a signal: the scope's own cancellation surfaces as for any scope.
+    scopes: list[cs.CancellationScope] = []
     with pytest.raises(cs.CancelledFailure, match="by hand"):
-        async with cs.shutdown_on_signals([signal.SIGUSR1]) as scope:
-            scope.cancel("by hand")
-            await asyncio.sleep(1)
-    assert scope.cancelled_caught
+        await cancel_block_by_hand(scopes)
+    assert scopes[0].cancelled_caught
 
 
 # --------------------------------------------------------------------------- bad input

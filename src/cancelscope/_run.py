@@ -17,6 +17,7 @@ when the loop is stuck in synchronous code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import FrameType, TracebackType
-from typing import Any, TypeVar, final
+from typing import Any, TypeVar, cast
 
 from ._exceptions import CancelledFailure
 from ._scope import CancellationScope
@@ -51,20 +52,22 @@ _active: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
-def _check_signals(signals: Iterable[int]) -> tuple[signal.Signals, ...]:
-    if isinstance(signals, (int, str, bytes)):
+def _check_signals(signals: object) -> tuple[signal.Signals, ...]:
+    # Typed `object`: callers may pass anything at runtime.
+    if isinstance(signals, (int, str, bytes)) or not isinstance(signals, Iterable):
         raise TypeError(
             f"shutdown signals must be an iterable of signal numbers, not {signals!r}; "
             "write (signal.SIGTERM,) for a single signal"
         )
     checked: list[signal.Signals] = []
-    for sig in signals:
-        if isinstance(sig, bool) or not isinstance(sig, int):
-            raise TypeError(f"a shutdown signal must be a signal number, not {sig!r}")
+    items = cast("Iterable[object]", signals)
+    for obj in items:
+        if isinstance(obj, bool) or not isinstance(obj, int):
+            raise TypeError(f"a shutdown signal must be a signal number, not {obj!r}")
         try:
-            sig = signal.Signals(sig)
+            sig = signal.Signals(obj)
         except ValueError:
-            raise ValueError(f"{sig!r} is not a signal number on this platform") from None
+            raise ValueError(f"{obj!r} is not a signal number on this platform") from None
         if sig in _UNCATCHABLE:
             raise ValueError(f"{sig.name} cannot be caught; choose e.g. SIGINT or SIGTERM")
         if sig not in checked:
@@ -84,11 +87,10 @@ def _check_grace(grace: object) -> float | None:
 
 def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # Best effort just before os._exit (a flush interrupted mid-write raises).
+        with contextlib.suppress(Exception):
             if stream is not None:
                 stream.flush()
-        except Exception:  # noqa: S110 - best effort just before os._exit
-            pass
 
 
 class _SignalShutdown:
@@ -281,7 +283,8 @@ class _SignalShutdown:
             self._timer.cancel()
             self._timer = None
         loop, task = self._loop, self._task
-        assert loop is not None and task is not None
+        assert loop is not None
+        assert task is not None
         _logger.warning(
             "cancelscope: %s during shutdown; cancelling %r natively (shields no longer "
             "hold); another signal exits at once",
@@ -298,10 +301,8 @@ class _SignalShutdown:
 
     def _hard_exit(self, signum: int, frame: FrameType | None) -> None:
         """Stage 3 (a plain signal handler): end the process now."""
-        try:
+        with contextlib.suppress(OSError):  # stderr may be closed
             os.write(2, f"cancelscope: {signal.Signals(signum).name} again; exiting now\n".encode())
-        except OSError:  # pragma: no cover - stderr closed
-            pass
         _flush_stdio()
         os._exit(self.exit_code or 128 + signum)
 
