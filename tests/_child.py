@@ -22,6 +22,10 @@ __all__ = ["SRC", "Child"]
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Child:
     """``python -c CODE`` (or ``python FILE``) with its stdout read line by line."""
 
@@ -33,6 +37,9 @@ class Child:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            # A shell's background job (CI, `scripts/test &`) inherits SIGINT ignored, and
+            # the child would keep ignoring it: start it as a foreground process would be.
+            preexec_fn=_default_sigint,
         )
         self.deadline = time.monotonic() + timeout
         self.lines: list[str] = []

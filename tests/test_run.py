@@ -263,6 +263,22 @@ def test_run_returns_main_result_and_restores_handlers() -> None:
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_run_leaves_an_ignored_signal_ignored() -> None:
+    """A signal ignored on purpose (nohup, a background job) stays ignored during run()."""
+    seen: list[object] = []
+
+    async def main() -> None:
+        seen.append(signal.getsignal(signal.SIGUSR1))
+
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        cs.run(main, shutdown_signals=[signal.SIGUSR1])
+        assert seen == [signal.SIG_IGN]
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_run_raises_system_exit_after_signal() -> None:
     """In process: the signal's exit code comes as SystemExit once the loop is closed."""
     record: list[str] = []

@@ -209,6 +209,10 @@ class _SignalShutdown:
 
     def _install(self, loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:
         previous = signal.getsignal(sig)
+        if previous == signal.SIG_IGN:
+            # Ignored on purpose (a shell's background job, nohup): keep it so, as
+            # Python itself does for an inherited ignored SIGINT.
+            return
         handles: dict[int, asyncio.Handle] | None = getattr(loop, "_signal_handlers", None)
         stack = _active.setdefault(loop, {}).setdefault(sig, [])
         # An earlier add_signal_handler on this loop (asyncio's own loop keeps
