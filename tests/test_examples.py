@@ -17,7 +17,7 @@ from cancelscope import demo
 ROOT = Path(__file__).resolve().parent.parent
 # Files starting with "_" are helpers of the examples, not examples.
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
-MINE = ("port_still_bound", "swallowed_cancel", "shielded_cleanup")
+MINE = ("port_still_bound", "swallowed_cancel", "foreign_timeout", "shielded_cleanup")
 
 
 def _run(*args: str, rc: int = 0, stderr: bool = False) -> str:
@@ -83,6 +83,21 @@ def test_swallowed_cancel_output() -> None:
     ]
 
 
+def test_foreign_timeout_output() -> None:
+    """A hand-rolled timeout swallows the caller's cancel; a scope or with_timeout does not."""
+    rows = _table_rows(_run(str(ROOT / "examples" / "foreign_timeout.py")))
+    assert rows["the helper"] == [
+        "raised TimeoutError",
+        "raised TimeoutError",
+        "let it through: cancelled by scope 'request': client went away",
+    ]
+    assert rows["then the handler"] == [
+        "went on: served the cached price",
+        "stopped at the next await",
+        "-",
+    ]
+
+
 def test_shielded_cleanup_output() -> None:
     """asyncio.shield loses records at shutdown; the cancelscope shield commits all, bounded."""
     out = _run(str(ROOT / "examples" / "shielded_cleanup.py"))
@@ -144,7 +159,7 @@ def test_demo_reports_missing_and_broken_examples(tmp_path: Path) -> None:
     assert rows["port_still_bound"]["status"] == "not available"
     assert rows["swallowed_cancel"]["status"] == "ok"
     assert rows["shielded_cleanup"]["status"] == "error: RuntimeError: broken on purpose"
-    assert result["not_available"] == 3
+    assert result["not_available"] == 4
 
 
 def test_examples_dir_in_a_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,7 @@ INCIDENTS: tuple[tuple[str, str], ...] = (
     ("abandoned_fetch", "an abandoned request's fetch keeps running"),
     ("port_still_bound", "Ctrl-C during start-up leaves the port bound"),
     ("swallowed_cancel", "try/except swallows a cancellation"),
+    ("foreign_timeout", "a timeout deep in the stack swallows the caller's cancel"),
     ("shielded_cleanup", "shutdown cuts a shielded commit half-way"),
 )
 
