@@ -292,6 +292,19 @@ def test_run_raises_system_exit_after_signal() -> None:
         asyncio.get_running_loop()  # no loop left running
 
 
+def test_run_cancelled_from_inside() -> None:
+    """main cancelling its own root scope ends run() with that scope's CancelledFailure."""
+
+    async def main() -> None:
+        scope = cs.CancellationScope.current()
+        assert scope is not None
+        scope.cancel("done here")
+        await asyncio.sleep(1)
+
+    with pytest.raises(cs.CancelledFailure, match="scope 'main' was cancelled: done here"):
+        cs.run(main)
+
+
 def test_run_propagates_main_exception() -> None:
     """An exception from main propagates unchanged, as under asyncio.run."""
 
