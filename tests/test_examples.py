@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+import cancelscope
+from cancelscope import demo
 
 from ._postgres import NoPostgres, postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
+# Files starting with "_" are helpers of the examples, not examples.
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
 
 
-def _run(*args: str) -> str:
+def _run(*args: str, rc: int = 0, stderr: bool = False) -> str:
+    """Run ``python ARGS`` (bounded by a generous timeout); check its exit status and stderr."""
     proc = subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=120, check=False
     )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
+    assert proc.returncode == rc, proc.stderr
+    if not stderr:
+        assert proc.stderr == ""
     return proc.stdout
 
 
@@ -51,14 +59,6 @@ def test_composing_output() -> None:
     assert "4. watchdog: memory over limit | stopped: ['a', 'b']" in out
     assert "5. scope 'job 42' was cancelled: cancelled by the user" in out
     assert "6. query interrupted: True" in out
-
-
-def test_demo_module() -> None:
-    """`python -m cancelscope.demo` contrasts gather's zombies with a scope's cleanup."""
-    out = _run("-m", "cancelscope.demo")
-    assert "asyncio.gather : ['replica-3']" in out
-    assert "cancelscope    : none" in out
-    assert "moved on: True" in out
 
 
 def _scenario(name: str, *args: str) -> dict[str, object]:
@@ -113,3 +113,133 @@ def test_abandoned_fetch() -> None:
         ["asyncio.gather client", "client 2, server 2", "client 2, server 2"],
         ["cancelscope scope client", "client 0, server 2", "client 0, server 0"],
     ]
+
+
+def _table_rows(out: str) -> dict[str, list[str]]:
+    """The rows of the tables an example printed: first cell -> the other cells, stripped."""
+    rows: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.split(" | ")]
+        if len(cells) > 1:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_port_still_bound_output() -> None:
+    """The naive server keeps its port after SIGINT; under cs.run the restart binds it."""
+    out = _run(str(ROOT / "examples" / "port_still_bound.py"))
+    lines = _table_rows(out)
+    assert lines["health check caught"] == ["CancelledError", "CancelledError"]
+    assert lines["after the signal"] == [
+        "kept starting up (health check 2)",
+        "closed the server, exited 130",
+    ]
+    assert lines["restart on the same port"] == [
+        "cannot bind: EADDRINUSE (Address already in use)",
+        "bound the port",
+    ]
+
+
+def test_swallowed_cancel_output() -> None:
+    """task.cancel() is swallowed and the batch goes on; a scope's cancel stops it."""
+    out = _run(str(ROOT / "examples" / "swallowed_cancel.py"))
+    rows = _table_rows(out)
+    assert rows["jobs done after the cancel"] == ["7", "0"]
+    assert rows["the except block caught"] == [
+        "CancelledError()",
+        "cancelled by scope 'batch': shutting down",
+    ]
+
+
+def test_foreign_timeout_output() -> None:
+    """A hand-rolled timeout swallows the caller's cancel; a scope or with_timeout does not."""
+    rows = _table_rows(_run(str(ROOT / "examples" / "foreign_timeout.py")))
+    assert rows["the helper"] == [
+        "raised TimeoutError",
+        "raised TimeoutError",
+        "let it through: cancelled by scope 'request': client went away",
+    ]
+    assert rows["then the handler"] == [
+        "went on: served the cached price",
+        "stopped at the next await",
+        "-",
+    ]
+
+
+def test_shielded_cleanup_output() -> None:
+    """asyncio.shield loses records at shutdown; the cancelscope shield commits all, bounded."""
+    out = _run(str(ROOT / "examples" / "shielded_cleanup.py"))
+    rows = _table_rows(out)
+    assert rows["records written in the end"][1] == "3 of 3"
+    assert rows["records written in the end"][0] in ("1 of 3", "2 of 3")
+    assert rows["tasks left running then"] == ["1", "0"]
+    assert rows["commit saw the shutdown"][1] == "skipped warm-up: server shutting down"
+    assert rows["if the store hangs"][1] == (
+        "TimeoutFailure: scope 'commit-deadline' timed out (deadline exceeded)"
+    )
+
+
+def _demo_json(*args: str, rc: int = 0) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(
+        _run("-m", "cancelscope.demo", "--json", *args, rc=rc, stderr=True)
+    )
+    return result
+
+
+def test_demo_json() -> None:
+    """`python -m cancelscope.demo --json` runs every incident of the repository, each fixed."""
+    result = _demo_json()
+    rows = {row["name"]: row for row in result["incidents"]}
+    assert [name for name, _ in demo.INCIDENTS] == [n for n in rows if "/" not in n]
+    for name, _incident in demo.INCIDENTS:
+        assert rows[name]["status"] == "ok", rows[name]
+        assert rows[name]["fixed"] is True, rows[name]
+    assert rows["swallowed_cancel/who_cancelled"]["cancelscope"] == (
+        "cancelled by scope 'batch': shutting down"
+    )
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        assert row["fixed"] is True, row
+    assert result["fixed"] == result["ran"] == len(rows)
+    assert result["not_available"] == 0
+
+
+def test_demo_text() -> None:
+    """The demo prints a progress line per incident, then one summary table."""
+    out = _run("-m", "cancelscope.demo")
+    for number, (name, _incident) in enumerate(demo.INCIDENTS, 1):
+        assert f"[{number}/{len(demo.INCIDENTS)}] {name}: " in out
+    assert "| plain asyncio" in out
+    assert "| cancelscope" in out
+    assert "Ctrl-C during start-up leaves the port bound" in out
+    assert "cancelscope fixed " in out
+
+
+def test_demo_reports_missing_and_broken_examples(tmp_path: Path) -> None:
+    """A missing example is "not available", a broken one an error; the rest still run."""
+    shutil.copy(ROOT / "examples" / "_table.py", tmp_path)
+    shutil.copy(ROOT / "examples" / "swallowed_cancel.py", tmp_path)
+    (tmp_path / "shielded_cleanup.py").write_text(
+        "def scenario():\n    raise RuntimeError('broken on purpose')\n"
+    )
+    result = _demo_json("--examples", str(tmp_path), rc=1)
+    rows = {row["name"]: row for row in result["incidents"]}
+    assert rows["zombie_queries"]["status"] == "not available"
+    assert rows["port_still_bound"]["status"] == "not available"
+    assert rows["swallowed_cancel"]["status"] == "ok"
+    assert rows["shielded_cleanup"]["status"] == "error: RuntimeError: broken on purpose"
+    assert result["not_available"] == 4
+
+
+def test_examples_dir_in_a_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed from a wheel, the demo finds the examples packaged as cancelscope/_examples."""
+    package = tmp_path / "site-packages" / "cancelscope"
+    (package / "_examples").mkdir(parents=True)
+    (package / "_examples" / "_table.py").write_text("")
+    monkeypatch.setattr(cancelscope, "__file__", str(package / "__init__.py"))
+    assert demo.examples_dir() == package / "_examples"
+
+
+def test_examples_dir_in_the_checkout() -> None:
+    """In an editable install the demo runs the repository's examples/."""
+    assert demo.examples_dir() == ROOT / "examples"

@@ -9,6 +9,8 @@ from ._exceptions import CancelledFailure as CancelledFailure
 from ._exceptions import TimeoutFailure as TimeoutFailure
 from ._exceptions import is_cancellation as is_cancellation
 from ._retry import retryable as retryable
+from ._run import run as run
+from ._run import shutdown_on_signals as shutdown_on_signals
 from ._scope import CancellationScope as CancellationScope
 from ._scope import cancellable as cancellable
 from ._scope import current_deadline as current_deadline
@@ -41,6 +43,8 @@ __all__ = [
     "non_cancellable",
     "race",
     "retryable",
+    "run",
+    "shutdown_on_signals",
     "to_thread",
     "with_deadline",
     "with_timeout",
