@@ -65,7 +65,10 @@ class TimeoutFailure(CancelledFailure, TimeoutError):
         scope: CancellationScope | None = None,
         deadline: float = math.inf,
     ) -> None:
-        super().__init__(message, reason=reason, scope=scope)
+        # CancelledFailure.__init__, inlined (one Python call per fired timeout).
+        TimeoutError.__init__(self, message if message is not None else (reason or "cancelled"))
+        self.reason = reason
+        self.scope = scope
         self.deadline = deadline
 
     def __str__(self) -> str:

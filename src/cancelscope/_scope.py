@@ -42,7 +42,7 @@ from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
 
 from ._exceptions import CancelledFailure, TimeoutFailure
 from ._token import CancelToken
@@ -224,6 +224,11 @@ _fallback_states: weakref.WeakKeyDictionary[asyncio.Task[Any], _TaskState] = (
 )
 
 
+# True once a task refused the attribute (checked instead of the dictionary's
+# length, a Python-level call).
+_fallback_used = False
+
+
 def _get_state(task: asyncio.Task[Any]) -> _TaskState | None:
     holder: Any = task
     try:
@@ -231,7 +236,7 @@ def _get_state(task: asyncio.Task[Any]) -> _TaskState | None:
     except AttributeError:
         # (The attribute form is cheaper than getattr with a default when
         # the state exists, the common case.)
-        return _fallback_states.get(task) if _fallback_states else None
+        return _fallback_states.get(task) if _fallback_used else None
 
 
 # The state of the task whose context this is: set once per task, when the
@@ -250,6 +255,8 @@ def _new_state(task: asyncio.Task[Any]) -> _TaskState:
     try:
         setattr(task, _STATE_ATTR, ts)
     except AttributeError:  # pragma: no cover - only with task types without __dict__
+        global _fallback_used
+        _fallback_used = True
         _fallback_states[task] = ts
     return ts
 
@@ -257,17 +264,16 @@ def _new_state(task: asyncio.Task[Any]) -> _TaskState:
 # --------------------------------------------------------------------------- delivery
 
 
-def _waiter_of(task: asyncio.Task[Any]) -> asyncio.Future[Any] | None:
-    """The future ``task`` is suspended on (asyncio's private ``_fut_waiter``, as anyio reads)."""
-    return cast("asyncio.Future[Any] | None", getattr(task, "_fut_waiter"))  # noqa: B009
-
-
 def _check(task: asyncio.Task[Any]) -> None:
     """Deliver cancellation to ``task`` if its current scope is effectively cancelled.
 
     Never called from inside ``task``'s own step.
     """
-    ts = _get_state(task)
+    holder: Any = task
+    try:
+        ts: _TaskState | None = holder._cancelscope_state
+    except AttributeError:
+        ts = _get_state(task)
     if ts is None:  # pragma: no cover - defensive
         return
     _deliver(task, ts)
@@ -386,7 +392,8 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
     """Make sure ``task`` is (re)checked for delivery at its next suspension point."""
     if ts.hooked:
         return
-    waiter = _waiter_of(task)
+    holder: Any = task
+    waiter: asyncio.Future[Any] | None = holder._fut_waiter
     if waiter is None:
         # Either its step is queued (deliver now: the step will carry it) or
         # it is running: the current task, or a task mid-step under an eager
@@ -440,7 +447,11 @@ def _carry(top: CancellationScope, req: _Request) -> None:
     """``top`` has just become effectively cancelled by ``req``: carry it down the tree."""
     host = top._task
     if host is not None and not top._children:
-        ts = _get_state(host)
+        holder: Any = host
+        try:
+            ts: _TaskState | None = holder._cancelscope_state
+        except AttributeError:
+            ts = _get_state(host)
         if ts is not None and ts.scope is top:
             # The common case (a scope with no children, current in its
             # host): what the walk below comes to.
@@ -835,7 +846,9 @@ class CancellationScope:
         that fails cancels the scope; failures are raised at exit in an
         exception group.
         """
-        return _tasks.spawn(self, fn, args, name)
+        # Replaced by _tasks.spawn at import (the end of this module): the
+        # same signature and docstring, one Python call less per spawn.
+        return _tasks.spawn(self, fn, *args, name=name)  # pragma: no cover
 
     def run(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> Coroutine[Any, Any, T]:
         """Return an awaitable that enters this scope, awaits ``fn(*args)`` and returns the result.
@@ -942,7 +955,8 @@ class CancellationScope:
     # ------------------------------------------------------------------ enter / exit
 
     # __enter__ and __aenter__ are the same code, inlined (the hot path: one
-    # Python call less per entry); keep them, and _enter_child, in step.
+    # Python call less per entry); keep them, and _tasks._child_main's entry
+    # of the hidden scope, in step.
 
     def __enter__(self) -> Self:
         if self._state is not _CREATED:
@@ -1165,22 +1179,6 @@ class CancellationScope:
         self._finish(task, ts, type(foreign), foreign, foreign=True)
         raise foreign
 
-    def _enter_child(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
-        """Enter a child task's hidden root scope (``ts.scope`` is the spawning scope).
-
-        As __aenter__, for the task that is running: no lookup of the current task.
-        """
-        parent = ts.scope
-        self._task = task
-        self._parent = parent
-        self._sync = False
-        if _HAS_COUNTS or _counts(task):
-            self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
-        self._state = _ENTERED
-        ts.scope = self
-        if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
-            self._enter_cancelled(task, ts, parent)
-
     def _enter_cancelled(
         self, task: asyncio.Task[Any], ts: _TaskState, parent: CancellationScope | None
     ) -> None:
@@ -1347,7 +1345,15 @@ class CancellationScope:
         if exc_type is None or not issubclass(exc_type, CancelledError):
             return False
         assert exc is not None
-        if foreign or not self._owns(task, exc):
+        # _owns, inlined.
+        if foreign or self._cancelled_by is None:
+            return False
+        if self._cancellable and parent is not None and parent._cancelled_by is not None:
+            return False  # the outermost cancelled scope reports
+        if _HAS_COUNTS or _counts(task):
+            if task.cancelling() > self._c0:
+                return False  # another cancel request is pending: not ours to absorb
+        elif not _ours_310(task, exc):
             return False
         self._cancelled_caught = True
         if self._raise:
@@ -1357,7 +1363,10 @@ class CancellationScope:
         return True
 
     def _owns(self, task: asyncio.Task[Any], exc: BaseException) -> bool:
-        """Is ``exc`` (a CancelledError) this scope's own cancellation? (SPEC 7.3)"""
+        """Is ``exc`` (a CancelledError) this scope's own cancellation? (SPEC 7.3)
+
+        (Inlined in `_finish`; keep the two in step.)
+        """
         if self._cancelled_by is None:
             return False
         parent = self._parent
@@ -1482,7 +1491,7 @@ class CancellationScope:
     def _label(self) -> str:
         if self._name is not None:
             return f"scope {self._name!r}"
-        return f"unnamed scope at {id(self):#x}"
+        return "unnamed scope at " + hex(id(self))
 
     def __repr__(self) -> str:
         parts = [type(self).__name__]
@@ -1726,3 +1735,6 @@ class _TokenLink:
 
 # Imported last: _tasks subclasses CancellationScope.
 from . import _tasks  # noqa: E402
+
+_tasks.spawn.__qualname__ = "CancellationScope.spawn"
+CancellationScope.spawn = _tasks.spawn  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import types
 from asyncio import CancelledError
 from collections.abc import Callable, Coroutine, Generator
@@ -33,12 +34,50 @@ class _ChildScope(_scope.CancellationScope):
 
     __slots__ = ()
     _hidden: ClassVar[bool] = True
+    # Fixed for every hidden scope, so class values rather than slot writes per
+    # child: nothing sets them on a hidden scope (it has no deadline, no token
+    # link and is never entered with `with`; user code never sees it).
+    _cancellable = True
+    _raise = False
+    _sync = False
+    _timeout = None
+    _deadline: float = math.inf
+    _timer = None
 
     def __init__(self, name: str) -> None:
-        super().__init__(name=name, raise_on_cancel=False)
+        # Not CancellationScope.__init__: only the fields a spawn must set.
+        self._name = name
+        self._state = _scope._CREATED
+        self._task = None
+        self._parent = None
+        self._cancelled_by = None
 
     def _label(self) -> str:
         return f"child task {self._name!r}"
+
+    def _leave(self, task: asyncio.Task[Any], ts: _scope._TaskState) -> None:
+        """The child's coroutine has ended: leave the hidden scope.
+
+        `CancellationScope._finish` for a hidden scope, which has no timer, no
+        token link and no children, and never absorbs or raises: the outcome
+        goes to the handle.
+        """
+        self._state = _scope._EXITED
+        self._task = None
+        ts.scope = None
+        recheck = ts.recheck
+        if recheck is not None:
+            # The child is finishing: a check queued after its last delivery
+            # would find nothing to do.
+            recheck.cancel()
+            ts.recheck = None
+            ts.hooked = False
+        delivered = self._delivered
+        if delivered:
+            self._delivered = 0
+            if _scope._HAS_COUNTS or _scope._counts(task):
+                for _ in range(delivered):
+                    task.uncancel()
 
 
 @final
@@ -178,23 +217,27 @@ class TaskHandle(Generic[T]):
 TaskHandle.__module__ = "cancelscope"
 
 
+_NOT_CALLED = object()
+# Typed so that a type() test narrows to Coroutine[Any, Any, Any].
+_CoroutineType: type[Coroutine[Any, Any, Any]] = types.CoroutineType
+
+
 def _is_coroutine(obj: object) -> TypeGuard[Coroutine[Any, Any, Any]]:
     # Not asyncio.iscoroutine: before 3.12 it accepts plain generators.
     return isinstance(obj, (types.CoroutineType, Coroutine))
 
 
-def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
-    if type(fn) is types.FunctionType:
-        # The common case (an async def function), without the ABC checks.
-        coro = fn(*args)
-        if type(coro) is types.CoroutineType:
-            return coro  # pyright: ignore[reportUnknownVariableType]
-        if not _is_coroutine(coro):
+def _coroutine_from(
+    fn: Any, args: tuple[Any, ...], result: object = _NOT_CALLED
+) -> Coroutine[Any, Any, Any]:
+    """The coroutine to run for ``spawn(fn, *args)`` (``result``: ``fn(*args)``, if made)."""
+    if result is not _NOT_CALLED:
+        if not _is_coroutine(result):
             raise TypeError(
-                f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
+                f"spawn() needs an async function: {fn!r} returned {type(result).__name__}, "
                 "not a coroutine"
             )
-        return coro
+        return result
     if _is_coroutine(fn):
         if args:
             fn.close()
@@ -218,12 +261,23 @@ def _coroutine_from(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
 
 
 def spawn(
-    scope: CancellationScope,
+    self: CancellationScope,
     fn: Callable[..., Coroutine[Any, Any, T]] | Coroutine[Any, Any, T],
-    args: tuple[Any, ...],
-    name: str | None,
+    /,
+    *args: Any,
+    name: str | None = None,
 ) -> TaskHandle[T]:
-    state = scope._state
+    """Start a child task owned by this scope and return its `TaskHandle`.
+
+    ``fn`` is a coroutine function (called with ``args``) or a coroutine
+    object (without args). Works from any task of the scope's loop while
+    the scope is open; the scope's exit waits for every child. A child
+    that fails cancels the scope; failures are raised at exit in an
+    exception group.
+    """
+    # This is `CancellationScope.spawn` itself (installed on the class by
+    # _scope.py): one Python call per spawn, not two.
+    state = self._state
     if state is not _scope._ENTERED and state is not _scope._EXITING:
         what = (
             "was never entered; enter it with `async with` first"
@@ -231,32 +285,38 @@ def spawn(
             else "has finished; spawn into a scope that is still open"
         )
         _scope._close_if_coroutine(fn)
-        raise RuntimeError(f"cannot spawn into {scope!r}: it {what}")
-    if scope._sync or scope._hidden:
+        raise RuntimeError(f"cannot spawn into {self!r}: it {what}")
+    if self._sync or self._hidden:
         _scope._close_if_coroutine(fn)
         raise RuntimeError(
-            f"cannot spawn into {scope!r}: it was entered with plain `with`; "
+            f"cannot spawn into {self!r}: it was entered with plain `with`; "
             "use `async with` for a scope that owns child tasks"
         )
-    task = scope._task
+    task = self._task
     assert task is not None
     loop = task.get_loop()
     if asyncio._get_running_loop() is not loop:
         _scope._close_if_coroutine(fn)
         raise RuntimeError(
-            f"cannot spawn into {scope!r} from outside its event loop "
+            f"cannot spawn into {self!r} from outside its event loop "
             "(another thread or another loop)"
         )
-    coro = _coroutine_from(fn, args)
+    if type(fn) is types.FunctionType:
+        # The common case (an async def function), without the checks.
+        coro: Coroutine[Any, Any, Any] = fn(*args)
+        if type(coro) is not _CoroutineType:
+            coro = _coroutine_from(fn, args, coro)
+    else:
+        coro = _coroutine_from(fn, args)
     label: str = name if name is not None else getattr(coro, "__qualname__", None) or repr(coro)
-    handle: TaskHandle[T] = TaskHandle(scope, label, loop)
-    children = scope._children
+    handle: TaskHandle[T] = TaskHandle(self, label, loop)
+    children = self._children
     if children is None:
-        children = scope._children = {}
+        children = self._children = {}
     # Registered before the task exists: with an eager task factory the child
     # may run, and even finish, inside create_task().
     children[handle] = None
-    main = _child_main(scope, handle, coro)
+    main = _child_main(self, handle, coro)
     try:
         loop.create_task(main, name=label)
     except BaseException:
@@ -283,16 +343,16 @@ async def _child_main(
     # the loop's thread).
     task = _scope._current_task(handle._loop)
     assert task is not None
-    # A new task has no state yet: getattr with a default, not _get_state's
-    # try/except, is the cheap form for a miss.
-    ts = getattr(task, _scope._STATE_ATTR, None)
-    if ts is None and _scope._fallback_states:
-        ts = _scope._fallback_states.get(task)
-    if ts is None:
-        ts = _scope._new_state(task)
-    # Enter the hidden scope with the owner as parent.
-    ts.scope = owner
-    scope._enter_child(task, ts)
+    # The child's task is new: it has no state yet.
+    ts = _scope._new_state(task)
+    # Enter the hidden scope with the owner as parent (as __aenter__ does; a
+    # hidden scope never reports, so it needs no _c0).
+    scope._task = task
+    scope._parent = owner
+    scope._state = _scope._ENTERED
+    ts.scope = scope
+    if owner._cancelled_by is not None or scope._own_req is not None:
+        scope._enter_cancelled(task, ts, owner)
     closed = False
     try:
         value = await coro
@@ -305,15 +365,15 @@ async def _child_main(
             owner._child_closed(handle)
             closed = True
             raise
-        absorbed = scope._finish(task, ts, type(exc), exc)
-        if absorbed or isinstance(exc, CancelledError):
+        scope._leave(task, ts)
+        if isinstance(exc, CancelledError):
             handle._request = scope._cancelled_by
             handle._finish(_CANCELLED, None)
         else:
             handle._finish(_ERROR, exc)
             owner._child_failed(handle, exc)
     else:
-        scope._finish(task, ts, None, None)
+        scope._leave(task, ts)
         handle._finish(_RESULT, value)
     finally:
         if not closed:
