@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -582,6 +584,37 @@ async def test_no_busy_waiting_in_taskgroup_exit() -> None:
     assert record == ["worker wound down", "host failure"]
     assert spent == 10
     assert cancelling(task) == 0
+
+
+@requires_311
+@pytest.mark.asyncio
+async def test_finished_taskgroup_exit_is_not_kept_alive() -> None:
+    """The task-group exit a delivery went into is not held once its scope has exited."""
+    entered = asyncio.Event()
+    exits: list[weakref.ref[object]] = []
+    record: list[str] = []
+
+    async def host(scope: cs.CancellationScope) -> None:
+        async with scope, TaskGroup() as tg:
+            tg.create_task(forever())
+            entered.set()
+        record.append("not reached")
+
+    scope = cs.cancellable()
+    task = asyncio.create_task(host(scope))
+    await entered.wait()  # the host went on into the group's exit, and waits there
+    coro: Any = task.get_coro()
+    while coro is not None and coro.cr_code is not TaskGroup.__aexit__.__code__:
+        coro = coro.cr_await
+    assert coro is not None, "the host should be waiting in TaskGroup.__aexit__"
+    exits.append(weakref.ref(coro))
+    del coro
+    scope.cancel("stop")
+    with pytest.raises(cs.CancelledFailure):
+        await task
+    gc.collect()
+    assert record == []
+    assert exits[0]() is None
 
 
 @pytest.mark.asyncio

@@ -1316,6 +1316,9 @@ class CancellationScope:
         self._task = None
         if self._token_link is not None:
             self._detach_token()
+        # A task-group exit a delivery went into has finished by now (it ran
+        # inside this scope): do not keep its coroutine alive.
+        ts.group_exit = None
         if self._hidden:
             ts.scope = None
             recheck = ts.recheck
