@@ -464,12 +464,32 @@ def _carry(top: CancellationScope, req: _Request) -> None:
         _push_children(top, pending)
     while pending:
         task, upper = pending.pop()
-        ts = _get_state(task)
+        holder = task
+        try:
+            ts = holder._cancelscope_state
+        except AttributeError:
+            ts = _get_state(task)
         if ts is None:  # pragma: no cover - defensive
+            continue
+        scope = ts.scope
+        if scope is not None and scope._parent is upper:
+            # The common case (a child in its root scope, a host in the scope
+            # below `upper`): the walk below for a chain of one.
+            if (
+                not scope._cancellable
+                or scope._token is not None
+                or scope._requested_fut is not None
+            ):
+                _reach(scope, req)  # (a no-op for any other scope)
+            if scope._cancelled_by is not None or not scope._cancellable:
+                continue
+            scope._cancelled_by = req
+            if scope._children:
+                _push_children(scope, pending)
+            _schedule(task, ts)
             continue
         chain: list[CancellationScope] = []
         add = chain.append
-        scope = ts.scope
         while scope is not None and scope is not upper:
             add(scope)
             scope = scope._parent
