@@ -242,6 +242,47 @@ async def test_on_cancel_failure_is_reported_and_delivery_goes_on() -> None:
 
 
 @pytest.mark.asyncio
+async def test_on_cancel_keyboard_interrupt_runs_the_rest_then_propagates() -> None:
+    """A KeyboardInterrupt in a callback: the other callbacks and tokens run, then it goes on."""
+    record: list[str] = []
+
+    def interrupt() -> None:
+        record.append("outer interrupts")
+        raise KeyboardInterrupt
+
+    async with cs.move_on_after(None) as outer:
+        outer.on_cancel(interrupt)
+        outer.on_cancel(lambda: record.append("outer second"))
+        async with cs.move_on_after(None) as inner:
+            inner.on_cancel(lambda: record.append("inner"))
+            with pytest.raises(KeyboardInterrupt):
+                outer.cancel("stop")
+            assert record == ["outer interrupts", "outer second", "inner"]
+            assert inner.cancel_requested.done()
+            await forever_noting_cancel(record, "body cancelled")
+    assert outer.cancelled_caught
+    assert record[-1] == "body cancelled"
+
+
+def test_token_keyboard_interrupt_runs_the_other_callbacks() -> None:
+    """CancelToken.cancel(): a SystemExit in one callback does not skip the next ones."""
+    token = cs.CancelToken()
+    record: list[str] = []
+
+    def leave() -> None:
+        record.append("first")
+        raise SystemExit(3)
+
+    token.add_callback(leave)
+    token.add_callback(lambda: record.append("second"))
+    with pytest.raises(SystemExit):
+        token.cancel("bye")
+    assert record == ["first", "second"]
+    assert token.cancelled
+    assert token.reason == "bye"
+
+
+@pytest.mark.asyncio
 async def test_on_cancel_after_the_request_runs_at_once() -> None:
     """on_cancel on a scope already reached runs the callback immediately."""
     record: list[str] = []

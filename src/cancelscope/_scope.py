@@ -437,10 +437,21 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
 def _fire_tokens(req: _Request) -> None:
     """Fire the tokens of the scopes ``req`` reached, outermost first."""
     hooked, req.hooked = req.hooked, None
+    interrupt: BaseException | None = None
     for scope in hooked or ():
         token = scope._token
         if token is not None:
-            token._fire_request(req)
+            try:
+                token._fire_request(req)
+            except BaseException as exc:  # KeyboardInterrupt/SystemExit from a callback
+                # The other tokens still fire; the first such error goes on after them.
+                if interrupt is None:
+                    interrupt = exc
+    if interrupt is not None:
+        try:
+            raise interrupt
+        finally:
+            del interrupt
 
 
 def _carry(top: CancellationScope, req: _Request) -> None:

@@ -225,6 +225,21 @@ class CancelToken:
         except Exception as exc:
             _report(exc, f"exception in a callback of {self!r}: {callback!r}", self)
 
+    def _run_callbacks(self, callbacks: list[Callable[[], object]]) -> None:
+        """Run every callback; a `BaseException` (KeyboardInterrupt...) propagates after the rest."""
+        interrupt: BaseException | None = None
+        for callback in callbacks:
+            try:
+                self._run_callback(callback)
+            except BaseException as exc:  # not an Exception: _run_callback reported those
+                if interrupt is None:
+                    interrupt = exc
+        if interrupt is not None:
+            try:
+                raise interrupt
+            finally:
+                del interrupt
+
     # ------------------------------------------------------------------ firing
 
     def _fire(
@@ -248,8 +263,8 @@ class CancelToken:
             _timers.discard(timer)
         for forward in forwards or ():
             forward.detach()
-        for callback in (callbacks or {}).values():
-            self._run_callback(callback)
+        if callbacks:
+            self._run_callbacks(list(callbacks.values()))
 
     def _adopt(self, source: CancelToken) -> None:
         """Fire with ``source``'s reason and failure (``source`` has fired)."""
