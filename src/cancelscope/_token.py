@@ -226,7 +226,7 @@ class CancelToken:
             _report(exc, f"exception in a callback of {self!r}: {callback!r}", self)
 
     def _run_callbacks(self, callbacks: list[Callable[[], object]]) -> None:
-        """Run every callback; a `BaseException` (KeyboardInterrupt...) propagates after the rest."""
+        """Run every callback; a `BaseException` (KeyboardInterrupt) propagates after the rest."""
         interrupt: BaseException | None = None
         for callback in callbacks:
             try:
