@@ -329,28 +329,33 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
 # further ones while they wait for their children and re-raise the first at
 # the end (asyncio.TaskGroup, anyio's task group). Delivering into the same
 # exit twice would only make the host spin while the children wind down.
-# Keyed by id(): hashing a code object hashes its whole bytecode. The codes
-# are kept alive here, so their ids stay theirs.
-_children_wait_codes: dict[int, object] = {}
-_children_wait_sources: set[str] = set()
+# Compared by identity (hashing a code object hashes its whole bytecode);
+# _NO_CODE, which matches nothing, until the library is known.
+_NO_CODE: object = object()
+_asyncio_group_exit: object = _NO_CODE
+_anyio_group_exit: object = _NO_CODE
+_anyio_learned = False
 
 
 def _children_wait(task: asyncio.Task[Any]) -> object | None:
     """The task-group exit coroutine ``task`` is suspended in, if any (cancel path only)."""
-    if "anyio" not in _children_wait_sources and _anyio_backend in _modules:
+    if not _anyio_learned and _anyio_backend in _modules:
         _learn_children_waits()
-    codes = _children_wait_codes
+    first = _asyncio_group_exit
+    second = _anyio_group_exit
     coro: Any = task.get_coro()
     while coro is not None:
         if type(coro) is _CoroutineType:  # the common case, without getattr
-            if id(coro.cr_code) in codes:
+            code = coro.cr_code
+            if code is first or code is second:
                 return coro  # pyright: ignore[reportUnknownVariableType]
             coro = coro.cr_await
         else:
             kind: type[Any] = type(coro)  # pyright: ignore[reportUnknownVariableType]
             if kind in _opaque_awaits:
                 return None
-            if id(getattr(coro, "cr_code", None)) in codes:
+            code = getattr(coro, "cr_code", None)
+            if code is not None and (code is first or code is second):
                 return coro  # type: ignore[no-any-return]
             coro = getattr(coro, "cr_await", None)
             if coro is None and not kind.__dictoffset__:
@@ -368,20 +373,17 @@ _opaque_awaits: set[type] = {types.GeneratorType}
 
 
 def _learn_children_waits() -> None:
-    if "asyncio" not in _children_wait_sources:
-        _children_wait_sources.add("asyncio")
-        group = getattr(asyncio, "TaskGroup", None)
-        if group is not None:
-            code = group.__aexit__.__code__
-            _children_wait_codes[id(code)] = code
-    if "anyio" not in _children_wait_sources:
-        backend = sys.modules.get(_anyio_backend)
-        if backend is not None:
-            _children_wait_sources.add("anyio")
-            aexit = getattr(getattr(backend, "TaskGroup", None), "__aexit__", None)
-            code = getattr(aexit, "__code__", None)
-            if code is not None:
-                _children_wait_codes[id(code)] = code
+    global _asyncio_group_exit, _anyio_group_exit, _anyio_learned
+    group = getattr(asyncio, "TaskGroup", None)
+    if group is not None:
+        _asyncio_group_exit = group.__aexit__.__code__
+    backend = sys.modules.get(_anyio_backend)
+    if backend is not None:
+        _anyio_learned = True
+        aexit = getattr(getattr(backend, "TaskGroup", None), "__aexit__", None)
+        code = getattr(aexit, "__code__", None)
+        if code is not None:
+            _anyio_group_exit = code
 
 
 def _after_waiter(task: asyncio.Task[Any], _fut: object) -> None:
