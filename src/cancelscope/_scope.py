@@ -109,11 +109,10 @@ class _Request:
         self.deadline = deadline
         # The origin's label, kept for failure() (a scope's name never changes).
         label = self._label = origin._label()
-        text = f"cancelled by {label}"
-        if reason is not None:
-            text += f": {reason}"
-        # The message of every CancelledError delivered for this request.
-        self.message = _CancelMessage(text)
+        text = "cancelled by " + label if reason is None else f"cancelled by {label}: {reason}"
+        # The message of every CancelledError delivered for this request; 3.10
+        # recognises its own by their type (see _ours_310).
+        self.message = text if _HAS_COUNTS else _CancelMessage(text)
         # Scopes this request reached that have a token to fire once the
         # request has been carried through the tree (see _reach).
         self.hooked: list[CancellationScope] | None = None
@@ -346,7 +345,7 @@ def _children_wait(task: asyncio.Task[Any]) -> object | None:
     coro: Any = task.get_coro()
     while coro is not None:
         if type(coro) is _CoroutineType:  # the common case, without getattr
-            code = coro.cr_code
+            code: object = coro.cr_code
             if code is first or code is second:
                 return coro  # pyright: ignore[reportUnknownVariableType]
             coro = coro.cr_await
@@ -1452,7 +1451,12 @@ class CancellationScope:
             self._timer = None
         state = self._state
         if state is _ENTERED or state is _EXITING:
-            _reach(self, req)
+            if (
+                not self._cancellable
+                or self._token is not None
+                or self._requested_fut is not None
+            ):
+                _reach(self, req)  # (a no-op for any other scope)
             if self._cancelled_by is None:
                 self._cancelled_by = req
                 _carry(self, req)
