@@ -508,7 +508,12 @@ def _carry(top: CancellationScope, req: _Request) -> None:
         if scope is None:  # pragma: no cover - defensive: the task left `upper`
             continue
         for scope in reversed(chain):
-            _reach(scope, req)
+            if (
+                not scope._cancellable
+                or scope._token is not None
+                or scope._requested_fut is not None
+            ):
+                _reach(scope, req)  # (a no-op for any other scope)
             if scope._cancelled_by is not None or not scope._cancellable:
                 # Already cancelled (its subtree too), or a shield: stop here.
                 break
