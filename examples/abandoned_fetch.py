@@ -138,16 +138,10 @@ async def scoped_fetch(client: httpx.AsyncClient, url: str) -> str:
     httpcore closes a cancelled request's connection under an anyio shield, which does not
     hold off cancelscope's level-triggered delivery: inside a cancelled scope that cleanup
     would itself be cancelled and leave the connection open (so the server never hears that
-    the client left). Running the request in a plain task, cancelled once, lets it finish.
+    the client left). `cs.cancel_once` runs the request in a task of its own, cancelled
+    once, and waits for it to finish.
     """
-    task = asyncio.ensure_future(fetch(client, url))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.cancel()
-        async with cs.non_cancellable():
-            await asyncio.wait([task])
-        raise
+    return await cs.cancel_once(fetch, client, url)
 
 
 async def report_with_gather(client: httpx.AsyncClient, urls: list[str]) -> list[asyncio.Task[str]]:

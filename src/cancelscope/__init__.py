@@ -8,6 +8,7 @@ from ._dump import format_tree as format_tree
 from ._exceptions import CancelledFailure as CancelledFailure
 from ._exceptions import TimeoutFailure as TimeoutFailure
 from ._exceptions import is_cancellation as is_cancellation
+from ._once import cancel_once as cancel_once
 from ._retry import retryable as retryable
 from ._run import run as run
 from ._run import shutdown_on_signals as shutdown_on_signals
@@ -30,6 +31,7 @@ __all__ = [
     "CancelledFailure",
     "TaskHandle",
     "TimeoutFailure",
+    "cancel_once",
     "cancellable",
     "current_deadline",
     "current_token",
