@@ -308,9 +308,16 @@ class TimerTracker:
         vars(loop)["call_later"] = tracked_later
 
     def live(self) -> list[asyncio.TimerHandle]:
-        """Timers neither cancelled nor due yet."""
+        """Timers neither cancelled nor due yet.
+
+        uvloop answers a delay that rounds to 0 ms with a plain ``Handle`` (a ``call_soon``,
+        no ``when()``): that is no timer, and left out.
+        """
         now = self.loop.time()
-        return [h for h in self.handles.values() if not h.cancelled() and h.when() > now]
+        return [
+            h for h in self.handles.values()
+            if hasattr(h, "when") and not h.cancelled() and h.when() > now
+        ]
 
     def restore(self) -> None:
         vars(self.loop).pop("call_at", None)
