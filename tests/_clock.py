@@ -72,10 +72,7 @@ CAP = 20_000
 class Clock:
     """The virtual clock: scenario time is ``loop.time()`` on a looptime loop."""
 
-    name = "virtual"
-
     def __init__(self) -> None:
-        self.problems: list[str] = []
         self.timers: TimerTracker | None = None
 
     def make_loop(self, factory: LoopFactory) -> asyncio.AbstractEventLoop:
@@ -145,8 +142,6 @@ def _wake(fut: asyncio.Future[None]) -> None:
 class LogicalClock(Clock):
     """Scenario time is a tick counter the driver advances; see the module docstring."""
 
-    name = "logical"
-
     def __init__(self) -> None:
         super().__init__()
         self.tick = 0
@@ -154,7 +149,9 @@ class LogicalClock(Clock):
         self.sleepers: dict[float, list[asyncio.Future[None]]] = {}
         self.timed: dict[object, tuple[float, Callable[[float], None]]] = {}
         self.gone: set[object] = set()  # keys forgotten: their scopes have exited
-        self.longest_quiet = 0  # the longest run of unchanged iterations before a change
+        # Diagnostics (docs/reliability.md): the longest run of unchanged iterations that
+        # was followed by a change.
+        self.longest_quiet = 0
 
     def make_loop(self, factory: LoopFactory) -> asyncio.AbstractEventLoop:
         return factory()
