@@ -24,6 +24,7 @@ __all__ = [
     "ExceptionGroup",
     "Runner",
     "TaskGroup",
+    "TimerTracker",
     "assert_not_cancelling",
     "cancelling",
     "children_failing_together",
@@ -276,6 +277,51 @@ def live_timers() -> set[asyncio.TimerHandle]:
     if scheduled is None:  # pragma: no cover - uvloop keeps its timers private
         return set()
     return {handle for handle in scheduled if not handle.cancelled()}
+
+
+class TimerTracker:
+    """Every timer made through ``loop.call_at`` / ``loop.call_later`` of one loop.
+
+    uvloop keeps its timers private (there is no ``loop._scheduled``), so this wraps the
+    two methods on the loop instance and keeps each handle made. `live` is what is still
+    pending: not cancelled and not yet due. ``restore()`` removes the wrappers.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.handles: dict[int, asyncio.TimerHandle] = {}
+        call_at, call_later = loop.call_at, loop.call_later
+
+        def tracked_at(when: float, callback: Callable[..., object], *args: Any,
+                       context: Any = None) -> asyncio.TimerHandle:
+            handle = call_at(when, callback, *args, context=context)
+            self.handles[id(handle)] = handle
+            return handle
+
+        def tracked_later(delay: float, callback: Callable[..., object], *args: Any,
+                          context: Any = None) -> asyncio.TimerHandle:
+            handle = call_later(delay, callback, *args, context=context)
+            self.handles[id(handle)] = handle
+            return handle
+
+        vars(loop)["call_at"] = tracked_at
+        vars(loop)["call_later"] = tracked_later
+
+    def live(self) -> list[asyncio.TimerHandle]:
+        """Timers neither cancelled nor due yet.
+
+        uvloop answers a delay that rounds to 0 ms with a plain ``Handle`` (a ``call_soon``,
+        no ``when()``): that is no timer, and left out.
+        """
+        now = self.loop.time()
+        return [
+            h for h in self.handles.values()
+            if hasattr(h, "when") and not h.cancelled() and h.when() > now
+        ]
+
+    def restore(self) -> None:
+        vars(self.loop).pop("call_at", None)
+        vars(self.loop).pop("call_later", None)
 
 
 @contextmanager

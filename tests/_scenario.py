@@ -7,9 +7,12 @@ things happen in the same instant unless one causes the other; that makes a run
 deterministic and lets `predict` (a small model of SPEC 3-7 written as plain generators,
 with no asyncio in it) say what every scope must raise.
 
-`run` executes a scenario with cancelscope on a fresh looptime loop and returns the
-`Outcome` (what each scope raised, when, and its flags; what each child ended with; what
-escaped the host) after asserting the invariants that hold for every tree.
+`run` executes a scenario with cancelscope on a fresh loop and returns the `Outcome` (what
+each scope raised, when, and its flags; what each child ended with; what escaped the host)
+after asserting the invariants that hold for every tree. Scenario time is kept by a
+`tests._clock.Clock`: looptime's virtual clock, or a logical tick counter (any loop, uvloop
+included). `sleep_act` and `Clock.drive` (the body's sleep/swallow/raise loop and the
+event schedule) are shared with the anyio interpreter of tests/test_differential_anyio.py.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import asyncio
 import sys
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-import looptime
 from hypothesis import strategies as st
 
 import cancelscope as cs
 
+from ._clock import Clock, LoopFactory, supervise
 from ._helpers import BaseExceptionGroup, cancelling
 
 KINDS = ("cancellable", "shield", "timeout", "move_on")
@@ -257,15 +261,52 @@ def describe(exc: BaseException | None) -> str:
 # --------------------------------------------------------------------------- the interpreter
 
 
-def _make_scope(node: Node) -> cs.CancellationScope:
+async def sleep_act(
+    clock: Clock, a: Act, tag: str, ours: Callable[[BaseException], bool],
+    swallowed: Callable[[], None],
+) -> None:
+    """A sleeping body (``a.kind == "sleep"``): sleep until ``a.until``, swallowing the first
+    CancelledError for which ``ours`` holds if ``a.swallow`` says so (calling ``swallowed``),
+    then return or raise ``ValueError(tag)``."""
+    done = False
+    while True:
+        try:
+            await clock.sleep_until(a.until)
+            break
+        except asyncio.CancelledError as exc:
+            if a.swallow == "no" or done or not ours(exc):
+                raise
+            done = True
+            swallowed()
+            if a.swallow == "return":
+                return
+    if a.then == "raise":
+        raise ValueError(tag)
+
+
+@dataclass
+class DeadlineOf:
+    """What the logical clock calls at a deadline's tick: ``scope.deadline = when``. The
+    scope may be bound after the call to `Clock.deadline` (it is created with the result)."""
+
+    scope: Any = None
+
+    def __call__(self, when: float) -> None:
+        self.scope.deadline = when
+
+
+def _make_scope(node: Node, clock: Clock) -> cs.CancellationScope:
     name = f"n{node.id}"
     if node.kind == "cancellable":
         return cs.cancellable(name=name)
     if node.kind == "shield":
         return cs.non_cancellable(name=name)
-    if node.kind == "timeout":
-        return cs.with_deadline(node.deadline, name=name)
-    return cs.move_on_at(node.deadline, name=name)
+    assert node.deadline is not None
+    fire = DeadlineOf()
+    when = clock.deadline(node.id, node.deadline, fire)
+    scope = (cs.with_deadline if node.kind == "timeout" else cs.move_on_at)(when, name=name)
+    fire.scope = scope
+    return scope
 
 
 def _ours(exc: BaseException) -> bool:
@@ -273,33 +314,19 @@ def _ours(exc: BaseException) -> bool:
     return bool(exc.args) and str(exc.args[0]).startswith("cancelled by ")
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-async def _sleep_until(when: float) -> None:
-    loop = asyncio.get_running_loop()
-    if when <= loop.time():
-        await asyncio.sleep(0)
-        return
-    fut: asyncio.Future[None] = loop.create_future()
-    handle = loop.call_at(when, _wake, fut)
-    try:
-        await fut
-    finally:
-        handle.cancel()
-
-
 class _Run:
     """One execution of a scenario with cancelscope."""
 
-    def __init__(self, sc: Scenario) -> None:
+    def __init__(self, sc: Scenario, clock: Clock) -> None:
         self.sc = sc
+        self.clock = clock
         self.out = Outcome()
         self.scopes: dict[int, cs.CancellationScope] = {}
         self.handles: dict[int, cs.TaskHandle[None]] = {}
         self.problems: list[str] = []
+
+    def swallowed(self) -> None:
+        self.out.swallowed += 1
 
     async def act(self, a: Act, tag: str) -> None:
         if a.kind == "await":
@@ -308,24 +335,11 @@ class _Run:
             await asyncio.sleep(0)
             await self.handles[a.child]
             return
-        swallowed = False
-        while True:
-            try:
-                await _sleep_until(a.until)
-                break
-            except asyncio.CancelledError as exc:
-                if a.swallow == "no" or swallowed or not _ours(exc):
-                    raise
-                swallowed = True
-                self.out.swallowed += 1
-                if a.swallow == "return":
-                    return
-        if a.then == "raise":
-            raise ValueError(tag)
+        await sleep_act(self.clock, a, tag, _ours, self.swallowed)
 
     async def node(self, n: Node) -> None:
-        loop = asyncio.get_running_loop()
-        scope = _make_scope(n)
+        clock = self.clock
+        scope = _make_scope(n, clock)
         self.scopes[n.id] = scope
         mine: list[cs.TaskHandle[None]] = []
         try:
@@ -338,9 +352,11 @@ class _Run:
                     await self.node(n.inner)
                 await self.act(n.act, f"body n{n.id}")
         except BaseException as exc:
-            self.exited(n, scope, exc, loop.time(), mine)
+            clock.forget(n.id)
+            self.exited(n, scope, exc, clock.now(), mine)
             raise
-        self.exited(n, scope, None, loop.time(), mine)
+        clock.forget(n.id)
+        self.exited(n, scope, None, clock.now(), mine)
 
     def exited(
         self, n: Node, scope: cs.CancellationScope, exc: BaseException | None, now: float,
@@ -365,8 +381,16 @@ class _Run:
         entry = cancelling(task)
         try:
             if self.sc.outer_timeout is not None:
-                async with asyncio.timeout_at(self.sc.outer_timeout):
-                    await self.node(self.sc.root)
+                holder: list[asyncio.Timeout] = []
+                when = self.clock.deadline(
+                    "outer", self.sc.outer_timeout, lambda t: holder[0].reschedule(t)
+                )
+                holder.append(asyncio.timeout_at(when))
+                try:
+                    async with holder[0]:
+                        await self.node(self.sc.root)
+                finally:
+                    self.clock.forget("outer")
             else:
                 await self.node(self.sc.root)
         except BaseException as exc:
@@ -380,19 +404,22 @@ class _Run:
                 f"host cancelling() {cancelling(task)} at the end, expected {entry + natives}"
             )
 
+    def event(self, e: Event, host: asyncio.Task[None]) -> None:
+        if e.what == "cancel":
+            self.scopes[e.target].cancel(f"event at {e.at}")
+        elif e.what == "deadline":
+            scope = self.scopes[e.target]
+            scope.deadline = self.clock.deadline(e.target, e.value, DeadlineOf(scope))
+        else:
+            task = host if e.target == -1 else self.child_task(e.target)
+            if task is not None and not task.done():
+                task.cancel("native")
+                if e.target == -1:
+                    self.host_cancels.add(e.at)
+
     async def driver(self, host: asyncio.Task[None]) -> None:
-        for e in self.sc.events:
-            await _sleep_until(e.at)
-            if e.what == "cancel":
-                self.scopes[e.target].cancel(f"event at {e.at}")
-            elif e.what == "deadline":
-                self.scopes[e.target].deadline = e.value
-            else:
-                task = host if e.target == -1 else self.child_task(e.target)
-                if task is not None and not task.done():
-                    task.cancel("native")
-                    if e.target == -1:
-                        self.host_cancels.add(e.at)
+        schedule = [(float(e.at), partial(self.event, e, host)) for e in self.sc.events]
+        await self.clock.drive(schedule, host.done)
 
     def child_task(self, ident: int) -> asyncio.Task[Any] | None:
         for task in asyncio.all_tasks():
@@ -405,18 +432,14 @@ class _Run:
         loop = asyncio.get_running_loop()
         host = loop.create_task(self.host(), name="host")
         driver = loop.create_task(self.driver(host), name="driver")
-        await host
-        await driver
+        await supervise(host, driver)
         for h in self.handles.values():
             self.out.children[int(h.name[1:])] = _handle_outcome(h)
         me = asyncio.current_task()
         left = [t for t in asyncio.all_tasks() if t is not me]
         if left:
             self.problems.append(f"tasks left: {left}")
-        scheduled = getattr(loop, "_scheduled", [])
-        timers = [h for h in scheduled if not h.cancelled()]
-        if timers:
-            self.problems.append(f"timers left: {timers}")
+        self.problems.extend(self.clock.leftovers())
         for ident, scope in self.scopes.items():
             if scope.active:
                 self.problems.append(f"n{ident} never exited")
@@ -434,19 +457,13 @@ def _handle_outcome(h: cs.TaskHandle[None]) -> str:
     return "result" if exc is None else "failed:" + describe(exc)
 
 
-LoopFactory = Callable[[], asyncio.AbstractEventLoop]
-
-
-def run(sc: Scenario, factory: LoopFactory = asyncio.new_event_loop) -> Outcome:
-    """Run ``sc`` with cancelscope on a fresh virtual-clock loop; assert the invariants."""
-    loop = factory()
-    assert isinstance(loop, asyncio.BaseEventLoop)
-    loop = looptime.patch_event_loop(loop, start=0)
-    runner = _Run(sc)
-    try:
-        loop.run_until_complete(runner.main())
-    finally:
-        loop.close()
+def run(
+    sc: Scenario, factory: LoopFactory = asyncio.new_event_loop, clock: type[Clock] = Clock
+) -> Outcome:
+    """Run ``sc`` with cancelscope on a fresh loop from ``factory``, its time kept by
+    ``clock`` (the virtual clock by default); assert the invariants."""
+    runner = _Run(sc, clock())
+    runner.clock.run(factory, runner.main)
     assert runner.problems == [], runner.problems
     assert set(runner.out.scopes) == {n.id for n in nodes(sc)}, "a scope never exited"
     return runner.out

@@ -33,36 +33,48 @@ import asyncio
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import anyio
-import looptime
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 
 import cancelscope as cs
 
+from ._clock import UVLOOP, Clock, LogicalClock, LoopFactory, supervise
 from ._helpers import BaseExceptionGroup, eager_loop
 from ._scenario import (
     Act,
     Child,
+    DeadlineOf,
     Event,
-    LoopFactory,
     Node,
     Scenario,
-    _sleep_until,
     nodes,
     scenarios,
+    sleep_act,
 )
 
 SOAK = os.environ.get("CANCELSCOPE_SOAK", "") not in ("", "0")
 EXAMPLES = 3_000 if SOAK else 150
 
-FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+EXAMPLES_LOGICAL = 3_000 if SOAK else 150  # uvloop
+EXAMPLES_LOGICAL_ASYNCIO = 1_000 if SOAK else 75
+
+# flavour: (loop factory, clock). The logical clock (tests/_clock.py) keeps time on uvloop,
+# which looptime cannot patch, and on the default loop to show that the two clocks agree.
+FLAVOURS: dict[str, tuple[LoopFactory, type[Clock]]] = {
+    "asyncio": (asyncio.new_event_loop, Clock),
+}
 if sys.version_info >= (3, 12):
-    FACTORIES["eager"] = eager_loop
+    FLAVOURS["eager"] = (eager_loop, Clock)
+VIRTUAL = list(FLAVOURS)
+FLAVOURS["asyncio-logical"] = (asyncio.new_event_loop, LogicalClock)
+if UVLOOP is not None:
+    FLAVOURS["uvloop"] = (UVLOOP, LogicalClock)
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -107,27 +119,20 @@ class _Interp:
 
     marker = ""
 
-    def __init__(self, sc: Scenario) -> None:
+    def __init__(self, sc: Scenario, clock: Clock) -> None:
         self.sc = sc
+        self.clock = clock
         self.seen = Seen()
         self.scopes: dict[int, Any] = {}
 
+    def ours(self, exc: BaseException) -> bool:
+        return bool(exc.args) and str(exc.args[0]).startswith(self.marker)
+
+    def swallowed(self) -> None:
+        self.seen.swallowed += 1
+
     async def act(self, a: Act, tag: str) -> None:
-        swallowed = False
-        while True:
-            try:
-                await _sleep_until(a.until)
-                break
-            except asyncio.CancelledError as exc:
-                ours = bool(exc.args) and str(exc.args[0]).startswith(self.marker)
-                if a.swallow == "no" or swallowed or not ours:
-                    raise
-                swallowed = True
-                self.seen.swallowed += 1
-                if a.swallow == "return":
-                    return
-        if a.then == "raise":
-            raise ValueError(tag)
+        await sleep_act(self.clock, a, tag, self.ours, self.swallowed)
 
     async def child(self, c: Child) -> None:
         try:
@@ -146,8 +151,18 @@ class _Interp:
         raise NotImplementedError
 
     def record(self, n: Node, what: str, called: bool) -> None:
-        now = asyncio.get_running_loop().time()
-        self.seen.scopes[n.id] = (now, what, called, bool(n.children))
+        self.clock.forget(n.id)
+        self.seen.scopes[n.id] = (self.clock.now(), what, called, bool(n.children))
+
+    def deadline(self, n: Node, fire: DeadlineOf) -> float:
+        """The loop-time deadline to create the scope of ``n`` with (inf: none)."""
+        if n.deadline is None or n.kind not in ("timeout", "move_on"):
+            return math.inf
+        return self.clock.deadline(n.id, n.deadline, fire)
+
+    def timed(self, scope: Any) -> bool:
+        """Has this (exited) scope still a timer?"""
+        raise NotImplementedError
 
     async def host(self) -> None:
         try:
@@ -157,33 +172,38 @@ class _Interp:
         else:
             self.seen.host = "normal"
 
-    async def driver(self) -> None:
-        for e in self.sc.events:
-            await _sleep_until(e.at)
-            scope = self.scopes[e.target]
-            if e.what == "cancel":
-                scope.cancel()
-            else:
-                scope.deadline = e.value
+    def event(self, e: Event) -> None:
+        scope = self.scopes[e.target]
+        if e.what == "cancel":
+            scope.cancel()
+        else:
+            scope.deadline = self.clock.deadline(e.target, e.value, DeadlineOf(scope))
 
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
         host = loop.create_task(self.host())
-        driver = loop.create_task(self.driver())
-        await host
-        await driver
+        schedule = [(float(e.at), partial(self.event, e)) for e in self.sc.events]
+        driver = loop.create_task(self.clock.drive(schedule, host.done))
+        await supervise(host, driver)
+        problems = self.clock.leftovers()
+        problems.extend(f"n{k} still has a timer" for k, s in self.scopes.items() if self.timed(s))
+        assert problems == [], problems
 
 
 class _CS(_Interp):
     marker = "cancelled by "
 
+    def timed(self, scope: Any) -> bool:
+        return scope._timer is not None
+
     async def node(self, n: Node) -> None:
         name = f"n{n.id}"
-        scope = {
+        fire = DeadlineOf()
+        scope = fire.scope = {
             "cancellable": lambda: cs.CancellationScope(name=name),
             "shield": lambda: cs.CancellationScope(cancellable=False, name=name),
-            "timeout": lambda: cs.CancellationScope(deadline=n.deadline, name=name),
-            "move_on": lambda: cs.move_on_at(n.deadline, name=name),
+            "timeout": lambda: cs.CancellationScope(deadline=self.deadline(n, fire), name=name),
+            "move_on": lambda: cs.move_on_at(self.deadline(n, fire), name=name),
         }[n.kind]()
         self.scopes[n.id] = scope
         watch = False
@@ -220,11 +240,13 @@ class _CS(_Interp):
 class _AnyIO(_Interp):
     marker = "Cancelled via cancel scope "
 
+    def timed(self, scope: Any) -> bool:
+        return scope._timeout_handle is not None
+
     async def node(self, n: Node) -> None:
-        deadline = float(n.deadline) if n.deadline is not None else math.inf
-        scope = anyio.CancelScope(
-            shield=n.kind == "shield", deadline=deadline if n.kind in ("timeout", "move_on")
-            else math.inf,
+        fire = DeadlineOf()
+        scope = fire.scope = anyio.CancelScope(
+            shield=n.kind == "shield", deadline=self.deadline(n, fire)
         )
         self.scopes[n.id] = scope
         try:
@@ -253,15 +275,9 @@ class _AnyIO(_Interp):
             await asyncio.sleep(0)  # see _Interp.checkpoint
 
 
-def _run(kind: type[_Interp], sc: Scenario, factory: LoopFactory) -> Seen:
-    plain = factory()
-    assert isinstance(plain, asyncio.BaseEventLoop)
-    loop = looptime.patch_event_loop(plain, start=0)
-    interp = kind(sc)
-    try:
-        loop.run_until_complete(interp.main())
-    finally:
-        loop.close()
+def _run(kind: type[_Interp], sc: Scenario, factory: LoopFactory, clock: type[Clock]) -> Seen:
+    interp = kind(sc, clock())
+    interp.clock.run(factory, interp.main)
     return interp.seen
 
 
@@ -282,42 +298,44 @@ def _same_scope(
     )
 
 
-@pytest.mark.parametrize("flavour", list(FACTORIES))
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(sc=scenarios(natives=False, awaits=False, outer=False))
-@example(
+REGRESSIONS = [
     # Difference 3: the deadline passes while the exit waits for the child.
-    sc=Scenario(
+    Scenario(
         Node(0, "move_on", Act(until=1), deadline=2, children=(Child(1, Act(until=3)),)),
-    )
-)
-@example(
+    ),
     # Difference 1: an explicit cancel of a raising scope, caught at its boundary.
-    sc=Scenario(
+    Scenario(
         Node(0, "cancellable", Act(until=5), inner=Node(1, "timeout", Act(until=4), 6)),
         events=(Event(2, "cancel", 1),),
-    )
-)
-@example(
+    ),
     # Found by the soak (eager): a scope times out while waiting for a shielded child, then
     # an outer scope is cancelled too; anyio lets the outer CancelledError out of it.
-    sc=Scenario(
+    Scenario(
         Node(0, "cancellable", Act(until=12), inner=Node(
             7, "timeout", Act(until=7), deadline=8,
             children=(Child(8, Act(until=11), Node(9, "shield", Act(until=10))),),
         )),
         events=(Event(9, "cancel", 0),),
-    )
-)
-def test_cancelscope_and_anyio_agree_on_the_shared_subset(flavour: str, sc: Scenario) -> None:
-    """cancelscope and anyio run a generated tree alike, up to the documented differences."""
-    ours = _run(_CS, sc, FACTORIES[flavour])
+    ),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+SUBSET = scenarios(natives=False, awaits=False, outer=False)
+HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+
+def regressions(test: F) -> F:
+    """Every scenario of REGRESSIONS as an explicit example of ``test``."""
+    for sc in reversed(REGRESSIONS):
+        test = example(sc=sc)(test)
+    return test
+
+
+def check(flavour: str, sc: Scenario) -> None:
+    factory, clock = FLAVOURS[flavour]
+    ours = _run(_CS, sc, factory, clock)
     assume(not ours.diverged)
-    theirs = _run(_AnyIO, sc, FACTORIES[flavour])
+    theirs = _run(_AnyIO, sc, factory, clock)
     kinds = {n.id: n.kind for n in nodes(sc)}
     assert ours.host == theirs.host
     assert ours.children == theirs.children
@@ -329,3 +347,30 @@ def test_cancelscope_and_anyio_agree_on_the_shared_subset(flavour: str, sc: Scen
         if not _same_scope(kinds[k], ours.scopes[k], theirs.scopes[k])
     }
     assert different == {}
+
+
+@pytest.mark.parametrize("flavour", VIRTUAL)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=HEALTH)
+@given(sc=SUBSET)
+@regressions
+def test_cancelscope_and_anyio_agree_on_the_shared_subset(flavour: str, sc: Scenario) -> None:
+    """cancelscope and anyio run a generated tree alike, up to the documented differences."""
+    check(flavour, sc)
+
+
+@pytest.mark.parametrize("flavour", ["uvloop"] if "uvloop" in FLAVOURS else [])
+@settings(max_examples=EXAMPLES_LOGICAL, deadline=None, suppress_health_check=HEALTH)
+@given(sc=SUBSET)
+@regressions
+def test_cancelscope_and_anyio_agree_on_uvloop(flavour: str, sc: Scenario) -> None:
+    """The same on uvloop, with the logical clock (looptime cannot patch uvloop)."""
+    check(flavour, sc)
+
+
+@pytest.mark.parametrize("flavour", ["asyncio-logical"])
+@settings(max_examples=EXAMPLES_LOGICAL_ASYNCIO, deadline=None, suppress_health_check=HEALTH)
+@given(sc=SUBSET)
+@regressions
+def test_cancelscope_and_anyio_agree_on_a_logical_clock(flavour: str, sc: Scenario) -> None:
+    """The same on the default loop with the logical clock: the two clocks agree."""
+    check(flavour, sc)

@@ -18,7 +18,7 @@ import pytest
 import cancelscope as cs
 from cancelscope import _scope, _tasks
 
-from ._helpers import cancelling, current_task, live_timers
+from ._helpers import TimerTracker, cancelling, current_task, live_timers
 
 SOAK = os.environ.get("CANCELSCOPE_SOAK", "") not in ("", "0")
 
@@ -70,26 +70,114 @@ async def test_many_children_cancelled_at_once() -> None:
     assert cancelling(task) == entry
 
 
+class _Passes:
+    """Were events seen in one pass over the loop's ready queue (one loop iteration)?
+
+    `seen` records one; the first also schedules a ``call_soon`` marker, which runs in the
+    next pass, after every callback already queued in this one. ``before_marker`` counts
+    what was seen before the marker ran: all of it, when everything came in one pass.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.before_marker: int | None = None
+
+    def seen(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            asyncio.get_running_loop().call_soon(self.marker)
+
+    def marker(self) -> None:
+        self.before_marker = self.count
+
+
 @pytest.mark.asyncio
 @pytest.mark.virtual_clock
 @pytest.mark.all_loops
 async def test_many_deadlines_fire_in_one_iteration() -> None:
-    """DEADLINES scopes in as many children, each with its own timer at t=5, all fire at t=5."""
+    """DEADLINES scopes in as many children, each with its own timer at t=5, all fire at t=5,
+    and every scope exits in one loop iteration."""
     loop = asyncio.get_running_loop()
     caught: list[float] = []
+    passes = _Passes()
 
     async def timed() -> None:
         async with cs.move_on_at(5) as scope:
             await asyncio.sleep(3600)
         assert scope.cancelled_caught
         caught.append(loop.time())
+        passes.seen()
 
     async with cs.cancellable() as outer:
         for _ in range(DEADLINES):
             outer.spawn(timed)
     assert caught == [5.0] * DEADLINES
+    assert passes.before_marker == DEADLINES
     assert loop.time() == 5
     assert not outer.cancel_called
+    assert live_timers() == set()
+    assert _our_tasks_left() == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_many_deadlines_fire_in_one_iteration_on_the_real_clock() -> None:
+    """The same without a virtual clock (which uvloop cannot have): DEADLINES parked children
+    each in its own scope, all given one real deadline a little ahead, all fire by it.
+
+    The deadline is at least 50 ms ahead, and four times as far as arming the timers once
+    took. One iteration is checked on the default loop (with or without the eager task
+    factory), unless arming them again took longer than that (the process stalled): then
+    some scopes found their deadline passed and were cancelled at once, not by a timer.
+    Not on uvloop: it reads its clock twice when it arms a timer (for the delay, then when
+    it starts the libuv timer), so timers given one absolute deadline can land a millisecond
+    apart (11 of 10,000 in one run here) and fire an iteration later. Everything else is checked
+    on every loop: each scope cancelled by its own deadline, exited, no timer or task left.
+    """
+    loop = asyncio.get_running_loop()
+    timers = TimerTracker(loop)
+    scopes: list[cs.CancellationScope] = []
+    all_in = asyncio.Event()
+    passes = _Passes()
+
+    async def timed() -> None:
+        async with cs.move_on_at(None) as scope:
+            scopes.append(scope)
+            if len(scopes) == DEADLINES:
+                all_in.set()
+            await loop.create_future()
+        passes.seen()
+
+    try:
+        async with cs.cancellable() as outer:
+            for _ in range(DEADLINES):
+                outer.spawn(timed)
+            await all_in.wait()
+            # Arm every timer once, far ahead, to see how long arming takes (uvloop: about
+            # 0.1 s for 10,000), then give them all one deadline well beyond that.
+            started = loop.time()
+            for scope in scopes:
+                scope.deadline = started + 3600
+            deadline = loop.time() + max(0.05, 4 * (loop.time() - started))
+            for scope in scopes:
+                scope.deadline = deadline
+            armed = loop.time() < deadline
+            # The body ends; the exit waits for the children, which wait for the deadline.
+    finally:
+        timers.restore()
+    assert passes.count == DEADLINES
+    if armed and not type(loop).__module__.startswith("uvloop"):
+        assert passes.before_marker == DEADLINES
+    for scope in scopes:
+        assert scope.cancel_called
+        assert scope.cancelled_caught
+        assert scope._timer is None
+        failure = scope.cancel_requested.result()
+        assert isinstance(failure, cs.TimeoutFailure)
+        assert failure.scope is scope
+        assert failure.deadline == deadline
+    assert not outer.cancel_called
+    assert timers.live() == []
     assert live_timers() == set()
     assert _our_tasks_left() == []
 
