@@ -46,7 +46,7 @@ def child(body: str) -> Child:
 WAIT_THEN_CLEAN_UP = """
 async def main():
     try:
-        say("ready")
+        asyncio.get_running_loop().call_soon(say, "ready")  # once main waits
         await asyncio.Event().wait()
     except asyncio.CancelledError as exc:
         say("cancelled:", exc)
@@ -100,7 +100,7 @@ asyncio.run(outer())
 STUCK_IN_SHIELD = """
 async def main():
     try:
-        say("ready")
+        asyncio.get_running_loop().call_soon(say, "ready")  # once main waits
         await asyncio.Event().wait()
     finally:
         async with cs.non_cancellable():
@@ -145,7 +145,7 @@ import time
 
 async def main():
     try:
-        say("ready")
+        asyncio.get_running_loop().call_soon(say, "ready")  # once main waits
         await asyncio.Event().wait()
     finally:
         async with cs.non_cancellable():
@@ -176,7 +176,7 @@ def test_error_during_shutdown_propagates() -> None:
     body = """
 async def main():
     try:
-        say("ready")
+        asyncio.get_running_loop().call_soon(say, "ready")  # once main waits
         await asyncio.Event().wait()
     finally:
         raise OSError("cleanup failed")
@@ -204,7 +204,7 @@ def test_ctrl_c_in_a_shield(runner: str, expected: str) -> None:
 async def main():
     async with cs.non_cancellable() as shield:
         try:
-            say("ready")
+            asyncio.get_running_loop().call_soon(say, "ready")  # once main waits
             failure = await shield.cancel_requested
             say("shield held; noticed:", failure.reason)
         except asyncio.CancelledError:

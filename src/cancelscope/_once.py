@@ -45,8 +45,9 @@ async def cancel_once(fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
     cancelled **once**, with the same message, and this waits until it has
     finished (a further native cancel of the caller is passed on, once each),
     then raises the caller's CancelledError (the last native one, if any came
-    meanwhile), so the enclosing scope reports its cancellation as usual; if the task's cleanup raised an error instead, that
-    error is raised, as it would be had the call been awaited directly.
+    meanwhile), so the enclosing scope reports its cancellation as usual; if
+    the task's cleanup raised an error instead, that error is raised, as it
+    would be had the call been awaited directly.
 
     For libraries whose cleanup relies on cancellation arriving once (httpx /
     httpcore close a cancelled request's connection under an anyio shield)::
