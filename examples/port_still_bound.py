@@ -55,7 +55,12 @@ async def wait_for_database(db: tuple[str, int]) -> None:
         try:
             reader, writer = await asyncio.open_connection(*db)
             try:
-                say(f"health check {attempt}: waiting for the database")
+                # Said once the read below waits, so that a signal finds the task
+                # suspended (on 3.10 a SIGINT between the two would raise
+                # KeyboardInterrupt right here instead of cancelling the task).
+                asyncio.get_running_loop().call_soon(
+                    say, f"health check {attempt}: waiting for the database"
+                )
                 if await reader.read(1):
                     return
             finally:
