@@ -628,7 +628,6 @@ class CancellationScope:
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_c0",
         "_cancellable",
         # Read by every entry (the parent's) and exit: slots, not class defaults.
         "_cancelled_by",
@@ -677,7 +676,9 @@ class CancellationScope:
     # True only for the hidden per-child scope (see _tasks.py).
     _hidden: ClassVar[bool] = False
     # task.cancelling() at entry, less a native cancel then pending (3.11+).
-    _c0: int
+    # Almost always 0: a class default, written only when not (one slot less
+    # per scope, G).
+    _c0: int = 0
 
     def __init__(
         self,
@@ -1019,7 +1020,9 @@ class CancellationScope:
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
-            self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+            c0: int = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+            if c0:
+                self._c0 = c0
         self._state = _ENTERED
         ts.scope = self
         if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
@@ -1052,7 +1055,9 @@ class CancellationScope:
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
-            self._c0 = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+            c0: int = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+            if c0:
+                self._c0 = c0
         self._state = _ENTERED
         ts.scope = self
         if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
