@@ -45,7 +45,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
 
 from ._exceptions import CancelledFailure, TimeoutFailure
-from ._token import CancelToken
+from ._token import CancelToken, _call_each
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
@@ -438,21 +438,9 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
 def _fire_tokens(req: _Request) -> None:
     """Fire the tokens of the scopes ``req`` reached, outermost first."""
     hooked, req.hooked = req.hooked, None
-    interrupt: BaseException | None = None
-    for scope in hooked or ():
-        token = scope._token
-        if token is not None:
-            try:
-                token._fire_request(req)
-            except BaseException as exc:  # KeyboardInterrupt/SystemExit from a callback
-                # The other tokens still fire; the first such error goes on after them.
-                if interrupt is None:
-                    interrupt = exc
-    if interrupt is not None:
-        try:
-            raise interrupt
-        finally:
-            del interrupt
+    # A KeyboardInterrupt/SystemExit from a callback goes on once every token has fired.
+    tokens = [scope._token for scope in hooked or ()]
+    _call_each([partial(token._fire_request, req) for token in tokens if token is not None])
 
 
 def _carry(top: CancellationScope, req: _Request) -> None:

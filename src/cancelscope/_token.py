@@ -23,7 +23,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, final
 
@@ -37,6 +37,23 @@ __all__ = ["CancelToken"]
 
 def _noop() -> None:
     pass
+
+
+def _call_each(calls: Iterable[Callable[[], object]]) -> None:
+    """Call each of ``calls``; a `BaseException` (KeyboardInterrupt, SystemExit) from one
+    does not stop the others: the first is raised once all have run."""
+    interrupt: BaseException | None = None
+    for call in calls:
+        try:
+            call()
+        except BaseException as exc:
+            if interrupt is None:
+                interrupt = exc
+    if interrupt is not None:
+        try:
+            raise interrupt
+        finally:
+            del interrupt
 
 
 def _report(exc: Exception, message: str, source: object) -> None:
@@ -225,21 +242,6 @@ class CancelToken:
         except Exception as exc:
             _report(exc, f"exception in a callback of {self!r}: {callback!r}", self)
 
-    def _run_callbacks(self, callbacks: list[Callable[[], object]]) -> None:
-        """Run every callback; a `BaseException` (KeyboardInterrupt) propagates after the rest."""
-        interrupt: BaseException | None = None
-        for callback in callbacks:
-            try:
-                self._run_callback(callback)
-            except BaseException as exc:  # not an Exception: _run_callback reported those
-                if interrupt is None:
-                    interrupt = exc
-        if interrupt is not None:
-            try:
-                raise interrupt
-            finally:
-                del interrupt
-
     # ------------------------------------------------------------------ firing
 
     def _fire(
@@ -264,7 +266,8 @@ class CancelToken:
         for forward in forwards or ():
             forward.detach()
         if callbacks:
-            self._run_callbacks(list(callbacks.values()))
+            run = self._run_callback
+            _call_each([partial(run, callback) for callback in callbacks.values()])
 
     def _adopt(self, source: CancelToken) -> None:
         """Fire with ``source``'s reason and failure (``source`` has fired)."""
