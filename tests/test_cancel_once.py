@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -28,6 +29,23 @@ async def _cleanup_after_cancel(record: list[str], started: asyncio.Event, steps
             record.append(f"cleanup step {i}")
         raise
     return "unreachable"
+
+
+async def _cancel_while_running(
+    call: Callable[[], Awaitable[object]], started: asyncio.Event, reason: str | None = None
+) -> tuple[cs.CancellationScope, asyncio.Task[None]]:
+    """Await ``call()`` in a scope named "request" in a new task; cancel the scope once
+    ``started`` is set. Returns the scope and the task (to be awaited by the test)."""
+    scope = cs.cancellable(name="request")
+
+    async def host() -> None:
+        async with scope:
+            await call()
+
+    task = asyncio.create_task(host())
+    await started.wait()
+    scope.cancel(reason)
+    return scope, task
 
 
 @pytest.mark.asyncio
@@ -72,14 +90,9 @@ async def test_a_cancelled_scope_cancels_the_call_once() -> None:
     record: list[str] = []
     started = asyncio.Event()
 
-    async def host(scope: cs.CancellationScope) -> None:
-        async with scope:
-            await cs.cancel_once(_cleanup_after_cancel, record, started, 3)
-
-    scope = cs.cancellable(name="request")
-    task = asyncio.create_task(host(scope))
-    await started.wait()
-    scope.cancel("client left")
+    scope, task = await _cancel_while_running(
+        lambda: cs.cancel_once(_cleanup_after_cancel, record, started, 3), started, "client left"
+    )
     with pytest.raises(cs.CancelledFailure) as info:
         await task
     assert info.value.scope is scope
@@ -102,14 +115,9 @@ async def test_without_it_level_triggered_delivery_interrupts_that_cleanup() -> 
     record: list[str] = []
     started = asyncio.Event()
 
-    async def host(scope: cs.CancellationScope) -> None:
-        async with scope:
-            await _cleanup_after_cancel(record, started, 3)
-
-    scope = cs.cancellable(name="request")
-    task = asyncio.create_task(host(scope))
-    await started.wait()
-    scope.cancel("client left")
+    _, task = await _cancel_while_running(
+        lambda: _cleanup_after_cancel(record, started, 3), started, "client left"
+    )
     with pytest.raises(cs.CancelledFailure):
         await task
     assert record == ["cancelled: cancelled by scope 'request': client left"]
@@ -133,14 +141,7 @@ async def test_an_anyio_shielded_close_completes() -> None:
                 record.append("connection closed")
             raise
 
-    async def host(scope: cs.CancellationScope) -> None:
-        async with scope:
-            await cs.cancel_once(request)
-
-    scope = cs.cancellable()
-    task = asyncio.create_task(host(scope))
-    await started.wait()
-    scope.cancel()
+    _, task = await _cancel_while_running(lambda: cs.cancel_once(request), started)
     with pytest.raises(cs.CancelledFailure):
         await task
     assert closing.is_set()
@@ -185,14 +186,7 @@ async def test_a_native_cancel_during_cleanup_is_passed_on_once() -> None:
                 record.append(f"second cancel: {exc.args[0] if exc.args else None}")
             raise
 
-    async def host(scope: cs.CancellationScope) -> None:
-        async with scope:
-            await cs.cancel_once(work)
-
-    scope = cs.cancellable()
-    task = asyncio.create_task(host(scope))
-    await started.wait()
-    scope.cancel()
+    scope, task = await _cancel_while_running(lambda: cs.cancel_once(work), started)
     await in_cleanup.wait()
     task.cancel("shutdown")
     with pytest.raises(asyncio.CancelledError):
@@ -215,14 +209,7 @@ async def test_an_error_in_the_cleanup_wins() -> None:
         except asyncio.CancelledError:
             raise OSError("close failed") from None
 
-    async def host(scope: cs.CancellationScope) -> None:
-        async with scope:
-            await cs.cancel_once(work)
-
-    scope = cs.cancellable()
-    task = asyncio.create_task(host(scope))
-    await started.wait()
-    scope.cancel()
+    _, task = await _cancel_while_running(lambda: cs.cancel_once(work), started)
     with pytest.raises(OSError, match="close failed"):
         await task
 
@@ -240,15 +227,11 @@ async def test_a_call_that_ignores_the_cancel_still_leaves_the_caller_cancelled(
             record.append("swallowed")
         return "finished anyway"
 
-    async def host(scope: cs.CancellationScope) -> None:
-        async with scope:
-            await cs.cancel_once(stubborn)
-            record.append("not reached")
+    async def call() -> None:
+        await cs.cancel_once(stubborn)
+        record.append("not reached")
 
-    scope = cs.cancellable()
-    task = asyncio.create_task(host(scope))
-    await started.wait()
-    scope.cancel()
+    _, task = await _cancel_while_running(call, started)
     with pytest.raises(cs.CancelledFailure):
         await task
     assert record == ["swallowed"]
