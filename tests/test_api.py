@@ -614,3 +614,15 @@ async def test_repr_after_exit_says_exited() -> None:
         await asyncio.sleep(0)
     assert "exited" in repr(scope)
     assert "'done'" in repr(scope)
+
+
+def test_spawn_reads_as_a_method_of_the_scope() -> None:
+    """`spawn` is installed from _tasks for speed; help() and signatures still read right."""
+    spawn = cs.CancellationScope.spawn
+    assert spawn.__qualname__ == "CancellationScope.spawn"
+    assert str(inspect.signature(spawn)) == (
+        "(self: 'CancellationScope', fn: 'Callable[..., Coroutine[Any, Any, T]] | "
+        "Coroutine[Any, Any, T]', /, *args: 'Any', name: 'str | None' = None) "
+        "-> 'TaskHandle[T]'"
+    )
+    assert (inspect.getdoc(spawn) or "").startswith("Start a child task owned by this scope")
