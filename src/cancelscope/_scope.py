@@ -1349,22 +1349,14 @@ class CancellationScope:
         # A task-group exit a delivery went into has finished by now (it ran
         # inside this scope): do not keep its coroutine alive.
         ts.group_exit = None
-        if self._hidden:
-            ts.scope = None
-            recheck = ts.recheck
-            if recheck is not None:
-                # The child is finishing: a check queued after its last
-                # delivery would find nothing to do. (Not done for other
-                # scopes: the same pending check serves the next request.)
-                recheck.cancel()
-                ts.recheck = None
-                ts.hooked = False
-        else:
-            ts.scope = parent
-            if parent is not None and parent._cancelled_by is not None:
-                # Back in a cancelled scope (leaving a shield, or the body
-                # swallowed the error): delivery goes on.
-                _schedule(task, ts)
+        # (A hidden child scope never gets here: _ChildScope._leave.) A check
+        # still queued after the last delivery is left alone: it serves the
+        # next request of this task, if any, at no extra cost.
+        ts.scope = parent
+        if parent is not None and parent._cancelled_by is not None:
+            # Back in a cancelled scope (leaving a shield, or the body
+            # swallowed the error): delivery goes on.
+            _schedule(task, ts)
         delivered = self._delivered
         if delivered:
             self._delivered = 0
