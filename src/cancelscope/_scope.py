@@ -208,7 +208,7 @@ class _TaskState:
         # The call_soon handle of that _check when it was scheduled that way:
         # an exit that leaves the task in no cancelled scope cancels it, so a
         # finished delivery costs no extra callback.
-        self.recheck: asyncio.Handle | None = None
+        self.recheck: asyncio.Handle | _Batch | None = None
         # The task-group exit coroutine a CancelledError was last delivered
         # into: it swallows further ones while it waits, so none is sent again.
         self.group_exit: object | None = None
@@ -296,9 +296,21 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
     waiter: asyncio.Future[Any] | None = holder._fut_waiter
     if waiter is not None:
         if not waiter.done():
-            group_exit = _children_wait(task)
-            if group_exit is None or group_exit is not ts.group_exit:
-                ts.group_exit = group_exit
+            last = ts.group_exit
+            if last is None:
+                # The first delivery since the task last left a cancelled
+                # scope: nothing to compare with, so no probe (the walk costs
+                # more than the rest of a delivery). If it went into a task-group
+                # exit, the next delivery finds that exit and goes in once more,
+                # which the exit swallows like the first; then none again.
+                ts.group_exit = _DELIVERED
+                deliver = True
+            else:
+                group_exit = _children_wait(task)
+                deliver = group_exit is None or group_exit is not last
+                if deliver:
+                    ts.group_exit = _DELIVERED if group_exit is None else group_exit
+            if deliver:
                 # 3.10: a task or gather future passes the cancellation on and
                 # may hand back a CancelledError without our message.
                 ts.forwarded = type(waiter) is not _Future
@@ -310,18 +322,73 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
         ts.hooked = True
         if waiter.done():
             # Its callbacks (the task's wakeup first) are already queued: a
-            # call_soon now is the same slot, without a partial.
-            ts.recheck = task.get_loop().call_soon(_check, task)
+            # check queued now comes right after them, without a partial.
+            _recheck_soon(task, ts)
         else:
             waiter.add_done_callback(partial(_after_waiter, task))
     else:
         # The task's next step is already queued (it yielded bare, or a
-        # wakeup is pending); a call_soon made now runs right after it.
+        # wakeup is pending); a check queued now runs right after it.
         if not task._must_cancel:  # type: ignore[attr-defined]
             task.cancel(req.message)
             scope._delivered += 1
         ts.hooked = True
-        ts.recheck = task.get_loop().call_soon(_check, task)
+        _recheck_soon(task, ts)
+
+
+# ts.group_exit after a delivery that went into no known task-group exit.
+_DELIVERED: object = object()
+
+
+class _Batch:
+    """Checks queued together by one walk of the tree: one loop callback for all.
+
+    Cancelling a scope with many children would otherwise queue one
+    ``call_soon`` per child, and cancel most of them again as the children
+    finish. Queued once the walk is done, the batch runs after every wakeup
+    the walk's deliveries queued, so each task is looked at right after its
+    next step, as with a ``call_soon`` of its own. A task leaves the batch by
+    setting its ``recheck`` to something else (see `_ChildScope._leave`).
+    """
+
+    __slots__ = ("items", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: list[tuple[asyncio.Task[Any], _TaskState]] = []
+
+    def cancel(self) -> None:
+        """As `asyncio.Handle.cancel`: the tasks that still point here are checked anyway."""
+
+    def queue(self) -> None:
+        if self.items:
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        global _batch
+        outer = _batch
+        batch = _batch = _Batch(self.loop)
+        try:
+            for task, ts in self.items:
+                if ts.recheck is self:
+                    _deliver(task, ts)
+        finally:
+            _batch = outer
+            batch.queue()
+
+
+# The batch of the walk in progress (_carry), or None.
+_batch: _Batch | None = None
+
+
+def _recheck_soon(task: asyncio.Task[Any], ts: _TaskState) -> None:
+    """Check ``task`` again once the callbacks already queued have run; ts.hooked is set."""
+    batch = _batch
+    if batch is not None and batch.loop is ts.loop:
+        ts.recheck = batch
+        batch.items.append((task, ts))
+    else:
+        ts.recheck = ts.loop.call_soon(_check, task)
 
 
 # Code objects of exits that, once they have seen a CancelledError, swallow
@@ -405,7 +472,7 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
         running = waiter.done()  # a wakeup is queued: look after it
     if running:
         ts.hooked = True
-        ts.recheck = task.get_loop().call_soon(_check, task)
+        _recheck_soon(task, ts)
     else:
         _deliver(task, ts)
 
@@ -445,6 +512,7 @@ def _fire_tokens(req: _Request) -> None:
 
 def _carry(top: CancellationScope, req: _Request) -> None:
     """``top`` has just become effectively cancelled by ``req``: carry it down the tree."""
+    global _batch
     host = top._task
     if host is not None and not top._children:
         holder: Any = host
@@ -462,9 +530,23 @@ def _carry(top: CancellationScope, req: _Request) -> None:
         pending.append((host, top))
     if top._children:
         _push_children(top, pending)
+    if not pending:
+        return
+    outer = _batch
+    batch = _batch = _Batch(pending[-1][0].get_loop())
+    try:
+        _walk(pending, req)
+    finally:
+        _batch = outer
+        batch.queue()
+
+
+def _walk(pending: list[tuple[asyncio.Task[Any], CancellationScope]], req: _Request) -> None:
+    """The walk of `_carry`: deliver ``req`` below each (task, scope) in ``pending``."""
+    ts: _TaskState | None
     while pending:
         task, upper = pending.pop()
-        holder = task
+        holder: Any = task
         try:
             ts = holder._cancelscope_state
         except AttributeError:

@@ -68,8 +68,10 @@ class _ChildScope(_scope.CancellationScope):
         recheck = ts.recheck
         if recheck is not None:
             # The child is finishing: a check queued after its last delivery
-            # would find nothing to do.
-            recheck.cancel()
+            # would find nothing to do. (A batch skips the tasks that no
+            # longer point to it: nothing to cancel there.)
+            if type(recheck) is not _scope._Batch:
+                recheck.cancel()
             ts.recheck = None
             ts.hooked = False
         delivered = self._delivered
