@@ -781,6 +781,48 @@ async def test_outer_cancellation_reaches_children_at_every_suspension() -> None
 
 @pytest.mark.asyncio
 @pytest.mark.all_loops
+async def test_each_child_reached_by_one_cancel_gets_it_again_at_every_suspension() -> None:
+    """One request reaching many children re-delivers to each child that shrugs it off.
+
+    Children that end on the first delivery and children that catch it (once, or
+    three times) are cancelled by the same walk of the tree.
+    """
+    times = [None, 1, 3, None, 2]  # None: ends on the first delivery
+    records: list[list[str]] = [[] for _ in times]
+    started = [asyncio.Event() for _ in times]
+    handles: list[cs.TaskHandle[str]] = []
+
+    async def ends(started: asyncio.Event, record: list[str]) -> str:
+        started.set()
+        try:
+            await forever()
+        finally:
+            record.append("ended")
+
+    # The body ends without meeting the cancellation: the exit waits for the
+    # children and raises nothing (SPEC 7).
+    async with cs.cancellable() as scope:
+        for i, n in enumerate(times):
+            if n is None:
+                handles.append(scope.spawn(ends, started[i], records[i]))
+            else:
+                handles.append(scope.spawn(_shrug_off_cancels, started[i], records[i], n, f"c{i}"))
+        for event in started:
+            await event.wait()
+        scope.cancel()
+    assert records == [
+        ["ended"],
+        ["cancelled 0"],
+        ["cancelled 0", "cancelled 1", "cancelled 2"],
+        ["ended"],
+        ["cancelled 0", "cancelled 1"],
+    ]
+    assert [h.cancelled() for h in handles] == [True, False, False, True, False]
+    assert [h.result() for h in handles if not h.cancelled()] == ["c1", "c2", "c4"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
 async def test_no_child_outlives_its_scope_whatever_happens() -> None:
     """After the exit, every child task of the scope is done, whichever way the scope ended."""
     tasks_before = asyncio.all_tasks()

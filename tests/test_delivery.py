@@ -588,6 +588,37 @@ async def test_no_busy_waiting_in_taskgroup_exit() -> None:
 
 @requires_311
 @pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_no_busy_waiting_when_the_first_delivery_goes_into_a_taskgroup_exit() -> None:
+    """A host already waiting in TaskGroup's exit when its scope is cancelled does not spin."""
+    _require_ready_queue()
+    entered = asyncio.Event()
+    winding = asyncio.Event()
+    release = asyncio.Event()
+    record: list[str] = []
+
+    async def host(scope: cs.CancellationScope) -> None:
+        try:
+            async with scope, TaskGroup() as tg:
+                tg.create_task(_wind_down_slowly(winding, release, record))
+                entered.set()
+            # (The body has ended: the host waits in the group's exit.)
+        except cs.CancelledFailure:
+            record.append("host failure")
+
+    scope = cs.cancellable()
+    task = asyncio.create_task(host(scope))
+    await entered.wait()
+    spent = await _idle_callbacks_while_winding_down(
+        scope, task, winding, release, turns_before_cancel=1
+    )
+    assert record == ["worker wound down", "host failure"]
+    assert spent == 10
+    assert cancelling(task) == 0
+
+
+@requires_311
+@pytest.mark.asyncio
 async def test_finished_taskgroup_exit_is_not_kept_alive() -> None:
     """The task-group exit a delivery went into is not held once its scope has exited."""
     entered = asyncio.Event()
