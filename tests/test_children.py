@@ -798,6 +798,7 @@ async def test_each_child_reached_by_one_cancel_gets_it_again_at_every_suspensio
             await forever()
         finally:
             record.append("ended")
+        return "not reached"  # (the wait ends only by cancellation)
 
     # The body ends without meeting the cancellation: the exit waits for the
     # children and raises nothing (SPEC 7).
