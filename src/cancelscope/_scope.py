@@ -311,9 +311,10 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
                 if deliver:
                     ts.group_exit = _DELIVERED if group_exit is None else group_exit
             if deliver:
-                # 3.10: a task or gather future passes the cancellation on and
-                # may hand back a CancelledError without our message.
-                ts.forwarded = type(waiter) is not _Future
+                if not _HAS_COUNTS:
+                    # 3.10: a task or gather future passes the cancellation on
+                    # and may hand back a CancelledError without our message.
+                    ts.forwarded = type(waiter) is not _Future
                 task.cancel(req.message)
                 scope._delivered += 1
         # The task's own wakeup callback was added first, so ours runs right
@@ -1443,8 +1444,11 @@ class CancellationScope:
         if delivered:
             self._delivered = 0
             if _HAS_COUNTS or _counts(task):
-                for _ in range(delivered):
-                    task.uncancel()
+                if delivered == 1:
+                    task.uncancel()  # the common case, without a range
+                else:
+                    for _ in range(delivered):
+                        task.uncancel()
         failures = self._failures
         if failures is not None:
             self._failures = None

@@ -78,8 +78,11 @@ class _ChildScope(_scope.CancellationScope):
         if delivered:
             self._delivered = 0
             if _scope._HAS_COUNTS or _scope._counts(task):
-                for _ in range(delivered):
-                    task.uncancel()
+                if delivered == 1:
+                    task.uncancel()  # the common case, without a range
+                else:
+                    for _ in range(delivered):
+                        task.uncancel()
 
 
 @final
