@@ -278,8 +278,8 @@ def _check(task: asyncio.Task[Any]) -> None:
     _deliver(task, ts)
 
 
-def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
-    """`_check` with the task's state in hand."""
+def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = None) -> None:
+    """`_check` with the task's state in hand (``batch``: see `_recheck_soon`)."""
     ts.hooked = False
     ts.recheck = None
     if task.done():
@@ -324,7 +324,7 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
         if waiter.done():
             # Its callbacks (the task's wakeup first) are already queued: a
             # check queued now comes right after them, without a partial.
-            _recheck_soon(task, ts)
+            _recheck_soon(task, ts, batch)
         else:
             waiter.add_done_callback(partial(_after_waiter, task))
     else:
@@ -334,7 +334,7 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState) -> None:
             task.cancel(req.message)
             scope._delivered += 1
         ts.hooked = True
-        _recheck_soon(task, ts)
+        _recheck_soon(task, ts, batch)
 
 
 # ts.group_exit after a delivery that went into no known task-group exit.
@@ -366,25 +366,21 @@ class _Batch:
             self.loop.call_soon(self.run)
 
     def run(self) -> None:
-        global _batch
-        outer = _batch
-        batch = _batch = _Batch(self.loop)
+        batch = _Batch(self.loop)
         try:
             for task, ts in self.items:
                 if ts.recheck is self:
-                    _deliver(task, ts)
+                    _deliver(task, ts, batch)
         finally:
-            _batch = outer
             batch.queue()
 
 
-# The batch of the walk in progress (_carry), or None.
-_batch: _Batch | None = None
+def _recheck_soon(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None) -> None:
+    """Check ``task`` again once the callbacks already queued have run; ts.hooked is set.
 
-
-def _recheck_soon(task: asyncio.Task[Any], ts: _TaskState) -> None:
-    """Check ``task`` again once the callbacks already queued have run; ts.hooked is set."""
-    batch = _batch
+    With ``batch`` (passed down from the walk that delivers, never kept in a
+    global: loops in other threads walk at the same time) the check joins it.
+    """
     if batch is not None and batch.loop is ts.loop:
         ts.recheck = batch
         batch.items.append((task, ts))
@@ -457,7 +453,7 @@ def _after_waiter(task: asyncio.Task[Any], _fut: object) -> None:
     _check(task)
 
 
-def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
+def _schedule(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = None) -> None:
     """Make sure ``task`` is (re)checked for delivery at its next suspension point."""
     if ts.hooked:
         return
@@ -473,9 +469,9 @@ def _schedule(task: asyncio.Task[Any], ts: _TaskState) -> None:
         running = waiter.done()  # a wakeup is queued: look after it
     if running:
         ts.hooked = True
-        _recheck_soon(task, ts)
+        _recheck_soon(task, ts, batch)
     else:
-        _deliver(task, ts)
+        _deliver(task, ts, batch)
 
 
 def _reach(scope: CancellationScope, req: _Request) -> None:
@@ -513,7 +509,6 @@ def _fire_tokens(req: _Request) -> None:
 
 def _carry(top: CancellationScope, req: _Request) -> None:
     """``top`` has just become effectively cancelled by ``req``: carry it down the tree."""
-    global _batch
     host = top._task
     if host is not None and not top._children:
         holder: Any = host
@@ -533,16 +528,16 @@ def _carry(top: CancellationScope, req: _Request) -> None:
         _push_children(top, pending)
     if not pending:
         return
-    outer = _batch
-    batch = _batch = _Batch(pending[-1][0].get_loop())
+    batch = _Batch(pending[-1][0].get_loop())
     try:
-        _walk(pending, req)
+        _walk(pending, req, batch)
     finally:
-        _batch = outer
         batch.queue()
 
 
-def _walk(pending: list[tuple[asyncio.Task[Any], CancellationScope]], req: _Request) -> None:
+def _walk(
+    pending: list[tuple[asyncio.Task[Any], CancellationScope]], req: _Request, batch: _Batch
+) -> None:
     """The walk of `_carry`: deliver ``req`` below each (task, scope) in ``pending``."""
     ts: _TaskState | None
     while pending:
@@ -569,7 +564,7 @@ def _walk(pending: list[tuple[asyncio.Task[Any], CancellationScope]], req: _Requ
             scope._cancelled_by = req
             if scope._children:
                 _push_children(scope, pending)
-            _schedule(task, ts)
+            _schedule(task, ts, batch)
             continue
         chain: list[CancellationScope] = []
         add = chain.append
@@ -592,7 +587,7 @@ def _walk(pending: list[tuple[asyncio.Task[Any], CancellationScope]], req: _Requ
             if scope._children:
                 _push_children(scope, pending)
         else:
-            _schedule(task, ts)
+            _schedule(task, ts, batch)
 
 
 def _push_children(
