@@ -1086,9 +1086,11 @@ class CancellationScope:
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
-            c0: int = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+            c0: int = task.cancelling()
             if c0:
-                self._c0 = c0
+                c0 -= task._must_cancel  # type: ignore[attr-defined]
+                if c0:
+                    self._c0 = c0
         self._state = _ENTERED
         ts.scope = self
         if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
@@ -1121,9 +1123,11 @@ class CancellationScope:
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
-            c0: int = task.cancelling() - task._must_cancel  # type: ignore[attr-defined]
+            c0: int = task.cancelling()
             if c0:
-                self._c0 = c0
+                c0 -= task._must_cancel  # type: ignore[attr-defined]
+                if c0:
+                    self._c0 = c0
         self._state = _ENTERED
         ts.scope = self
         if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
