@@ -205,12 +205,14 @@ class _TaskState:
         # call_soon or as a done-callback of the future the task waits on; it
         # guarantees at most one delivery in flight per task.
         self.hooked = False
-        # The call_soon handle of that _check when it was scheduled that way:
-        # an exit that leaves the task in no cancelled scope cancels it, so a
-        # finished delivery costs no extra callback.
+        # How that _check was queued when not as a done-callback: its call_soon
+        # handle, or the _Batch it joined. A finishing child drops it (and
+        # cancels a handle), so a finished delivery costs no extra callback.
         self.recheck: asyncio.Handle | _Batch | None = None
         # The task-group exit coroutine a CancelledError was last delivered
         # into: it swallows further ones while it waits, so none is sent again.
+        # _DELIVERED after a delivery into no known exit (or not probed: see
+        # _deliver); None before the first since the last cancelled exit.
         self.group_exit: object | None = None
         # 3.10 only: the last delivery went through a task or gather future.
         self.forwarded = False
