@@ -361,7 +361,10 @@ class _Batch:
         self.items: list[tuple[asyncio.Task[Any], _TaskState]] = []
 
     def cancel(self) -> None:
-        """As `asyncio.Handle.cancel`: the tasks that still point here are checked anyway."""
+        """Nothing to cancel: a task leaves the batch by pointing its ``recheck`` elsewhere.
+
+        (Here so that ``TaskState.recheck`` can be cancelled whatever it holds.)
+        """
 
     def queue(self) -> None:
         if self.items:
