@@ -360,12 +360,6 @@ class _Batch:
         self.loop = loop
         self.items: list[tuple[asyncio.Task[Any], _TaskState]] = []
 
-    def cancel(self) -> None:
-        """Nothing to cancel: a task leaves the batch by pointing its ``recheck`` elsewhere.
-
-        (Here so that ``TaskState.recheck`` can be cancelled whatever it holds.)
-        """
-
     def queue(self) -> None:
         if self.items:
             self.loop.call_soon(self.run)

@@ -70,13 +70,14 @@ class _ChildScope(_scope.CancellationScope):
             # The child is finishing: a check queued after its last delivery
             # would find nothing to do. (A batch skips the tasks that no
             # longer point to it: nothing to cancel there.)
-            if type(recheck) is not _scope._Batch:
+            if not isinstance(recheck, _scope._Batch):
                 recheck.cancel()
             ts.recheck = None
             ts.hooked = False
         delivered = self._delivered
         if delivered:
             self._delivered = 0
+            # (As in CancellationScope._finish, inlined: one call less per child.)
             if _scope._HAS_COUNTS or _scope._counts(task):
                 if delivered == 1:
                     task.uncancel()  # the common case, without a range
