@@ -626,3 +626,31 @@ def test_spawn_reads_as_a_method_of_the_scope() -> None:
         "-> 'TaskHandle[T]'"
     )
     assert (inspect.getdoc(spawn) or "").startswith("Start a child task owned by this scope")
+
+
+def test_the_constructor_reads_keyword_only() -> None:
+    """`__init__` is installed from a faster function; its signature is still keyword-only."""
+    init = cs.CancellationScope.__init__
+    assert init.__qualname__ == "CancellationScope.__init__"
+    params = list(inspect.signature(cs.CancellationScope).parameters.values())
+    assert [p.name for p in params] == [
+        "cancellable",
+        "timeout",
+        "deadline",
+        "name",
+        "raise_on_cancel",
+        "token",
+    ]
+    assert {p.kind for p in params} == {inspect.Parameter.KEYWORD_ONLY}
+
+
+def test_a_subclass_can_call_the_constructor() -> None:
+    """A subclass passes the keywords on with super().__init__()."""
+
+    class Named(cs.CancellationScope):
+        def __init__(self) -> None:
+            super().__init__(name="sub", cancellable=False, timeout=5)
+
+    scope = Named()
+    assert (scope.name, scope.cancellable) == ("sub", False)
+    assert "timeout=5s" in repr(scope)

@@ -256,6 +256,14 @@ def test_nan_timeout_or_deadline_raises_value_error_at_construction(
         construct()
 
 
+@pytest.mark.parametrize("args", [(False,), (True, 5.0), (True, None, None, "x", True, None)])
+def test_positional_constructor_arguments_raise_type_error(args: tuple[Any, ...]) -> None:
+    """CancellationScope takes keywords only (SPEC 1): a positional argument is a TypeError."""
+    construct: Any = cs.CancellationScope
+    with pytest.raises(TypeError, match=r"keyword arguments only"):
+        construct(*args)
+
+
 @pytest.mark.parametrize(
     ("timeout", "deadline"),
     [(1.0, 2.0), (0.0, 0.0), (-1.0, 100.0)],

@@ -13,7 +13,7 @@ How it works, in brief (docs/semantics.md has the user-facing contract):
   scope is now effectively cancelled. Effective cancellation never reverts
   while a scope is open, so it is cached per scope in ``_cancelled_by`` and
   entering or exiting a scope costs O(1).
-* Delivery (`_check`) calls ``task.cancel()`` only while the task is suspended
+* Delivery (`_deliver`) calls ``task.cancel()`` only while the task is suspended
   and then arranges to look again right after the task's next step: through a
   done-callback on the future the task waits on, or ``call_soon`` when its
   step is already queued. So a task that catches the CancelledError and
@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import inspect
 import math
 import sys
 import threading
@@ -201,11 +202,11 @@ class _TaskState:
         # Invariant: the task's innermost open scope, or None outside any scope.
         # Only scope entry/exit (in the task itself) changes it.
         self.scope: CancellationScope | None = None
-        # Invariant: True while a _check of this task is scheduled, either by
+        # Invariant: True while a _deliver of this task is scheduled, either by
         # call_soon or as a done-callback of the future the task waits on; it
         # guarantees at most one delivery in flight per task.
         self.hooked = False
-        # How that _check was queued when not as a done-callback: its call_soon
+        # How that _deliver was queued when not as a done-callback: its call_soon
         # handle, or the _Batch it joined. A finishing child drops it (and
         # cancels a handle), so a finished delivery costs no extra callback.
         self.recheck: asyncio.Handle | _Batch | None = None
@@ -265,23 +266,13 @@ def _new_state(task: asyncio.Task[Any]) -> _TaskState:
 # --------------------------------------------------------------------------- delivery
 
 
-def _check(task: asyncio.Task[Any]) -> None:
+def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = None) -> None:
     """Deliver cancellation to ``task`` if its current scope is effectively cancelled.
 
-    Never called from inside ``task``'s own step.
+    Never called from inside ``task``'s own step; ``ts`` is the task's state
+    (queued checks carry it: a task's state never changes, and looking it up
+    on the task costs a generic attribute lookup). ``batch``: see `_recheck_soon`.
     """
-    holder: Any = task
-    try:
-        ts: _TaskState | None = holder._cancelscope_state
-    except AttributeError:
-        ts = _get_state(task)
-    if ts is None:  # pragma: no cover - defensive
-        return
-    _deliver(task, ts)
-
-
-def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = None) -> None:
-    """`_check` with the task's state in hand (``batch``: see `_recheck_soon`)."""
     ts.hooked = False
     ts.recheck = None
     if task.done():
@@ -328,7 +319,7 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = Non
             # check queued now comes right after them, without a partial.
             _recheck_soon(task, ts, batch)
         else:
-            waiter.add_done_callback(partial(_after_waiter, task))
+            waiter.add_done_callback(partial(_after_waiter, task, ts))
     else:
         # The task's next step is already queued (it yielded bare, or a
         # wakeup is pending); a check queued now runs right after it.
@@ -384,7 +375,7 @@ def _recheck_soon(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None)
         ts.recheck = batch
         batch.items.append((task, ts))
     else:
-        ts.recheck = ts.loop.call_soon(_check, task)
+        ts.recheck = ts.loop.call_soon(_deliver, task, ts)
 
 
 # Code objects of exits that, once they have seen a CancelledError, swallow
@@ -448,8 +439,8 @@ def _learn_children_waits() -> None:
             _anyio_group_exit = code
 
 
-def _after_waiter(task: asyncio.Task[Any], _fut: object) -> None:
-    _check(task)
+def _after_waiter(task: asyncio.Task[Any], ts: _TaskState, _fut: object) -> None:
+    _deliver(task, ts)
 
 
 def _schedule(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = None) -> None:
@@ -708,6 +699,20 @@ class CancellationScope:
         "_timer",
     )
 
+    # Set by _init (the fields every scope has).
+    _name: str | None
+    _cancellable: bool
+    _raise: bool  # raise_on_cancel
+    # Seconds from entry, or None; turned into _deadline at entry.
+    _timeout: float | None
+    # Absolute loop time, inf for none. Set at entry, or by the setter.
+    _deadline: float
+    _state: _State
+    # The host task while open, else None.
+    _task: asyncio.Task[Any] | None
+    _parent: CancellationScope | None
+    _timer: asyncio.TimerHandle | None
+
     # The first request made on this scope itself (cancel(), deadline, child
     # failure): cancel_called, and the failure reported at exit.
     _own_req: _Request | None = None
@@ -755,41 +760,11 @@ class CancellationScope:
         raise_on_cancel: bool = True,
         token: CancelToken | None = None,
     ) -> None:
-        when = _INF
-        if timeout is not None or deadline is not None:
-            if timeout is not None and deadline is not None:
-                raise ValueError(
-                    "pass either timeout (seconds from entry) or deadline (absolute "
-                    "loop.time()), not both"
-                )
-            if timeout is not None:
-                given: object = timeout  # callers may pass anything at runtime
-                kind = type(given)
-                if kind is float and -_INF < timeout < _INF:
-                    pass  # a finite float (NaN fails the test): already valid
-                elif kind is int:
-                    timeout = float(timeout)  # as _check_time, without its checks
-                else:
-                    timeout = _check_time(timeout, "timeout")
-            else:
-                checked = _check_time(deadline, "deadline")
-                if checked is not None:
-                    when = checked
-        self._name = name
-        # `True if x else False` is bool(x) without the call (hot: every scope).
-        self._cancellable = True if cancellable else False  # noqa: SIM210
-        self._raise = True if raise_on_cancel else False  # noqa: SIM210
-        # Seconds from entry, or None; turned into _deadline at entry.
-        self._timeout = timeout
-        # Absolute loop time, inf for none. Set at entry, or by the setter.
-        self._deadline = when
-        self._state = _CREATED
-        self._task: asyncio.Task[Any] | None = None
-        self._parent: CancellationScope | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._cancelled_by = None
-        if token is not None:
-            _TokenLink.link(self, token)
+        # Replaced by _init at import (after the class), which keeps this
+        # signature for inspect and the type checkers.
+        _init(  # pragma: no cover
+            self, _KEYWORDS, cancellable, timeout, deadline, name, raise_on_cancel, token
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -1095,7 +1070,7 @@ class CancellationScope:
         if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
             self._enter_cancelled(task, ts, parent)
         if self._timeout is not None or self._deadline != _INF:
-            self._start_deadline()
+            self._start_deadline(task, ts)
         return self
 
     async def __aenter__(self) -> Self:
@@ -1132,7 +1107,7 @@ class CancellationScope:
         if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
             self._enter_cancelled(task, ts, parent)
         if self._timeout is not None or self._deadline != _INF:
-            self._start_deadline()
+            self._start_deadline(task, ts)
         return self
 
     def __exit__(
@@ -1537,10 +1512,8 @@ class CancellationScope:
             if req.hooked is not None:
                 _fire_tokens(req)
 
-    def _start_deadline(self) -> None:
+    def _start_deadline(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
         """Entry of a scope with a timeout or deadline: _arm_deadline, reading the clock once."""
-        task = self._task
-        assert task is not None
         loop = task.get_loop()
         now = loop.time()
         timeout = self._timeout
@@ -1550,11 +1523,23 @@ class CancellationScope:
             when = self._deadline
         if self._own_req is not None:
             return
-        if when <= now:
-            # Already expired (gh-95051), as in _arm_deadline.
-            self._own_request(_Request(self, "deadline exceeded", when))
-        else:
+        if when > now:
             self._timer = loop.call_at(when, self._on_deadline)
+            return
+        # Already expired (gh-95051), as in _arm_deadline.
+        req = _Request(self, "deadline exceeded", when)
+        if not self._cancellable or self._token is not None or self._requested_fut is not None:
+            self._own_request(req)
+            return
+        # _own_request, for a scope just entered (no timer, no children) that
+        # nothing watches: its task is running, so delivery waits for the
+        # next suspension point, as _carry and _schedule would arrange.
+        self._own_req = req
+        if self._cancelled_by is None:
+            self._cancelled_by = req
+            if not ts.hooked:
+                ts.hooked = True
+                _recheck_soon(task, ts, None)
 
     def _arm_deadline(self) -> None:
         timer = self._timer
@@ -1637,6 +1622,82 @@ class CancellationScope:
 CancellationScope.__module__ = "cancelscope"
 
 
+class _KeywordsOnly(enum.Enum):
+    KEYWORDS = "keywords"
+
+
+_KEYWORDS = _KeywordsOnly.KEYWORDS
+
+
+def _init(
+    self: CancellationScope,
+    keywords: object = _KEYWORDS,
+    /,
+    cancellable: bool = True,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    name: str | None = None,
+    raise_on_cancel: bool = True,
+    token: CancelToken | None = None,
+) -> None:
+    """`CancellationScope.__init__`, whose parameters are keyword-only.
+
+    CPython fills a missing keyword-only parameter with a dictionary lookup
+    per parameter on every call, and a missing positional one by copying a
+    tuple: on 3.13 that is ~850 of the ~3,900 instructions of
+    ``CancellationScope()``. So the parameters here are positional-or-keyword,
+    behind a positional-only guard: any positional argument lands in
+    ``keywords`` and is refused, which keeps them keyword-only for callers.
+    The factories below pass the guard and go positional (no keyword
+    matching either).
+    """
+    if keywords is not _KEYWORDS:
+        raise TypeError(
+            "CancellationScope() takes keyword arguments only (cancellable=, timeout=, "
+            f"deadline=, name=, raise_on_cancel=, token=), not the positional {keywords!r}"
+        )
+    when = _INF
+    if timeout is not None or deadline is not None:
+        if timeout is not None and deadline is not None:
+            raise ValueError(
+                "pass either timeout (seconds from entry) or deadline (absolute "
+                "loop.time()), not both"
+            )
+        if timeout is not None:
+            given: object = timeout  # callers may pass anything at runtime
+            kind = type(given)
+            if kind is float and -_INF < timeout < _INF:
+                pass  # a finite float (NaN fails the test): already valid
+            elif kind is int:
+                timeout = float(timeout)  # as _check_time, without its checks
+            else:
+                timeout = _check_time(timeout, "timeout")
+        else:
+            checked = _check_time(deadline, "deadline")
+            if checked is not None:
+                when = checked
+    self._name = name
+    # `True if x else False` is bool(x) without the call (hot: every scope).
+    self._cancellable = True if cancellable else False  # noqa: SIM210
+    self._raise = True if raise_on_cancel else False  # noqa: SIM210
+    self._timeout = timeout
+    self._deadline = when
+    self._state = _CREATED
+    self._task = None
+    self._parent = None
+    self._timer = None
+    self._cancelled_by = None
+    if token is not None:
+        _TokenLink.link(self, token)
+
+
+_init.__signature__ = inspect.signature(CancellationScope.__init__)  # type: ignore[attr-defined]
+_init.__qualname__ = "CancellationScope.__init__"
+CancellationScope.__init__ = _init  # type: ignore[method-assign,assignment]
+# The factories' way in: the guard, then the parameters in order.
+_new_scope: Callable[..., CancellationScope] = CancellationScope
+
+
 def _noop() -> None:
     pass
 
@@ -1699,7 +1760,7 @@ def cancellable(
 
     Temporal's ``CancellationScope.cancellable``. Use the scope with ``async with``.
     """
-    return _make(fn, args, CancellationScope(name=name), "cancellable")
+    return _make(fn, args, _new_scope(_KEYWORDS, True, None, None, name), "cancellable")
 
 
 @overload
@@ -1716,7 +1777,9 @@ def non_cancellable(
     Only cancelscope requests are blocked: a native ``task.cancel()`` still
     interrupts the body (see docs/semantics.md).
     """
-    return _make(fn, args, CancellationScope(cancellable=False, name=name), "non_cancellable")
+    return _make(
+        fn, args, _new_scope(_KEYWORDS, False, None, None, name), "non_cancellable"
+    )
 
 
 @overload
@@ -1744,8 +1807,8 @@ def with_timeout(
     ``seconds <= 0`` is already expired; ``None`` or ``math.inf`` mean no timeout.
     """
     if fn is None and not args:
-        return CancellationScope(timeout=seconds, name=name)  # the common form, without _make
-    return _make(fn, args, CancellationScope(timeout=seconds, name=name), "with_timeout")
+        return _new_scope(_KEYWORDS, True, seconds, None, name)  # the common form, without _make
+    return _make(fn, args, _new_scope(_KEYWORDS, True, seconds, None, name), "with_timeout")
 
 
 @overload
@@ -1768,7 +1831,7 @@ def with_deadline(
     name: str | None = None,
 ) -> CancellationScope | Coroutine[Any, Any, T]:
     """As `with_timeout`, with an absolute ``loop.time()`` deadline."""
-    return _make(fn, args, CancellationScope(deadline=when, name=name), "with_deadline")
+    return _make(fn, args, _new_scope(_KEYWORDS, True, None, when, name), "with_deadline")
 
 
 def move_on_after(seconds: float | None, *, name: str | None = None) -> CancellationScope:
@@ -1776,12 +1839,12 @@ def move_on_after(seconds: float | None, *, name: str | None = None) -> Cancella
 
     Check ``scope.cancelled_caught`` to learn whether it timed out.
     """
-    return CancellationScope(timeout=seconds, name=name, raise_on_cancel=False)
+    return _new_scope(_KEYWORDS, True, seconds, None, name, False)
 
 
 def move_on_at(when: float | None, *, name: str | None = None) -> CancellationScope:
     """As `move_on_after`, with an absolute ``loop.time()`` deadline."""
-    return CancellationScope(deadline=when, name=name, raise_on_cancel=False)
+    return _new_scope(_KEYWORDS, True, None, when, name, False)
 
 
 _learn_children_waits()
