@@ -187,6 +187,41 @@ async def test_timeout_failure_is_a_timeout_error_with_deadline() -> None:
     assert failure.deadline == 2.5
 
 
+def _fields(failure: cs.CancelledFailure) -> tuple[Any, ...]:
+    return (
+        type(failure),
+        failure.args,
+        str(failure),
+        repr(failure),
+        failure.reason,
+        failure.scope,
+        getattr(failure, "deadline", None),
+        getattr(failure, "errno", None),
+        getattr(failure, "strerror", None),
+    )
+
+
+@pytest.mark.parametrize("reason", [None, "why"])
+def test_the_library_builds_failures_as_their_constructors_do(reason: str | None) -> None:
+    """The fast constructors the library uses make what the public ones make, pickles included."""
+    import pickle
+
+    from cancelscope._exceptions import make_cancelled_failure, make_timeout_failure
+
+    scope = cs.CancellationScope(name="x")
+    fast = make_cancelled_failure("x was cancelled", reason, scope)
+    slow = cs.CancelledFailure("x was cancelled", reason=reason, scope=scope)
+    assert _fields(fast) == _fields(slow)
+    fast_t = make_timeout_failure("x timed out", reason, scope, 2.5)
+    slow_t = cs.TimeoutFailure("x timed out", reason=reason, scope=scope, deadline=2.5)
+    assert _fields(fast_t) == _fields(slow_t)
+    assert fast_t.args == ("x timed out",)
+    for failure in (fast, fast_t):
+        copy = pickle.loads(pickle.dumps(failure))
+        assert (copy.args, copy.reason, copy.scope) == (failure.args, reason, None)
+    assert pickle.loads(pickle.dumps(fast_t)).deadline == 2.5
+
+
 # --------------------------------------------------------------------------- is_cancellation
 
 

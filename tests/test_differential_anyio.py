@@ -231,9 +231,14 @@ class _CS(_Interp):
             raise
         what = "absorbed" if scope.cancelled_caught else "normal"
         self.record(n, what, scope.cancel_called)
-        if watch and scope._cancelled_by is not None and scope._cancelled_by.origin is not scope:
+        parent = scope._parent
+        if watch and scope._cancelled_by is not None and (
+            scope._cancelled_by.origin is not scope
+            or (parent is not None and parent._cancelled_by is not None)
+        ):
             # Difference 3 for a cancellation from outside that arrived during the exit's
-            # wait: here the body goes on after the scope; anyio unwinds it.
+            # wait (as the scope's own, or on top of it): here the body goes on after the
+            # scope; anyio unwinds it, letting the outer CancelledError out of the exit.
             self.seen.diverged = True
 
 

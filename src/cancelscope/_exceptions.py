@@ -39,6 +39,7 @@ class CancelledFailure(Exception):
         reason: str | None = None,
         scope: CancellationScope | None = None,
     ) -> None:
+        # (make_cancelled_failure builds the same: keep the two in step.)
         super().__init__(message if message is not None else (reason or "cancelled"))
         self.reason = reason
         self.scope = scope
@@ -65,7 +66,8 @@ class TimeoutFailure(CancelledFailure, TimeoutError):
         scope: CancellationScope | None = None,
         deadline: float = math.inf,
     ) -> None:
-        # CancelledFailure.__init__, inlined (one Python call per fired timeout).
+        # CancelledFailure.__init__, inlined. (make_timeout_failure builds the
+        # same: keep the two in step.)
         TimeoutError.__init__(self, message if message is not None else (reason or "cancelled"))
         self.reason = reason
         self.scope = scope
@@ -81,6 +83,40 @@ class TimeoutFailure(CancelledFailure, TimeoutError):
             self.args,
             {"reason": self.reason, "scope": None, "deadline": self.deadline},
         )
+
+
+# The constructors below build what `CancelledFailure(...)` and
+# `TimeoutFailure(...)` build, without calling the Python ``__init__`` through
+# the type (about 7.7 k instructions for a TimeoutFailure on 3.13, 4.6 k this
+# way): the library makes one per cancelled scope that reports, fired timeout,
+# cancelled child awaited. (CancelledFailure's BaseException.__new__ sets
+# ``args``; an OSError subclass with its own ``__init__`` leaves that to
+# OSError's ``__init__``.)
+_exception_new = Exception.__new__
+_os_error_new = TimeoutError.__new__
+_timeout_error_init = TimeoutError.__init__
+
+
+def make_cancelled_failure(
+    message: str, reason: str | None, scope: CancellationScope | None
+) -> CancelledFailure:
+    """``CancelledFailure(message, reason=reason, scope=scope)``, faster."""
+    failure: CancelledFailure = _exception_new(CancelledFailure, message)
+    failure.reason = reason
+    failure.scope = scope
+    return failure
+
+
+def make_timeout_failure(
+    message: str, reason: str | None, scope: CancellationScope | None, deadline: float
+) -> TimeoutFailure:
+    """``TimeoutFailure(message, reason=reason, scope=scope, deadline=deadline)``, faster."""
+    failure: TimeoutFailure = _os_error_new(TimeoutFailure)
+    _timeout_error_init(failure, message)
+    failure.reason = reason
+    failure.scope = scope
+    failure.deadline = deadline
+    return failure
 
 
 def is_cancellation(exc: BaseException | None) -> bool:

@@ -45,7 +45,7 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
 
-from ._exceptions import CancelledFailure, TimeoutFailure
+from ._exceptions import CancelledFailure, make_cancelled_failure, make_timeout_failure
 from ._token import CancelToken, _call_each
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
@@ -131,16 +131,13 @@ class _Request:
         else:
             label = scope._label()
         if self.deadline is not None:
-            return TimeoutFailure(
-                f"{label} timed out (deadline exceeded)",
-                reason=self.reason,
-                scope=scope,
-                deadline=self.deadline,
+            return make_timeout_failure(
+                f"{label} timed out (deadline exceeded)", self.reason, scope, self.deadline
             )
-        text = f"{label} was cancelled"
-        if self.reason is not None:
-            text += f": {self.reason}"
-        return CancelledFailure(text, reason=self.reason, scope=scope)
+        reason = self.reason
+        if reason is None:
+            return make_cancelled_failure(f"{label} was cancelled", None, scope)
+        return make_cancelled_failure(f"{label} was cancelled: {reason}", reason, scope)
 
 
 class _RequestedFuture(asyncio.Future[CancelledFailure]):

@@ -10,8 +10,8 @@ from asyncio import CancelledError
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, final
 
-from . import _scope
-from ._exceptions import CancelledFailure, TimeoutFailure
+from . import _exceptions, _scope
+from ._exceptions import CancelledFailure
 
 if TYPE_CHECKING:
     from ._scope import CancellationScope, _Request
@@ -176,11 +176,11 @@ class TaskHandle(Generic[T]):
         req = self._request
         text = f"child task {self.name!r} was cancelled"
         if req is None:
-            return CancelledFailure(text, reason=None, scope=self._owner)
+            return _exceptions.make_cancelled_failure(text, None, self._owner)
         text = f"child task {self.name!r} was {req.message}"
         if req.deadline is not None:
-            return TimeoutFailure(text, reason=req.reason, scope=self._owner, deadline=req.deadline)
-        return CancelledFailure(text, reason=req.reason, scope=self._owner)
+            return _exceptions.make_timeout_failure(text, req.reason, self._owner, req.deadline)
+        return _exceptions.make_cancelled_failure(text, req.reason, self._owner)
 
     def __await__(self) -> Generator[Any, None, T]:
         if self._state == _PENDING:
