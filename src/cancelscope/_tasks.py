@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, fi
 
 from . import _exceptions, _scope
 from ._exceptions import CancelledFailure
+from ._scope import _object_new
 
 if TYPE_CHECKING:
     from ._scope import CancellationScope, _Request
@@ -44,13 +45,9 @@ class _ChildScope(_scope.CancellationScope):
     _deadline: float = math.inf
     _timer = None
 
-    def __init__(self, name: str) -> None:
-        # Not CancellationScope.__init__: only the fields a spawn must set.
-        self._name = name
-        self._state = _scope._CREATED
-        self._task = None
-        self._parent = None
-        self._cancelled_by = None
+    # Made by TaskHandle.__init__ alone, which writes only the fields a spawn
+    # must set (not CancellationScope.__init__, and no class call: see
+    # _scope._object_new).
 
     def _label(self) -> str:
         return f"child task {self._name!r}"
@@ -113,7 +110,13 @@ class TaskHandle(Generic[T]):
     ) -> None:
         self._owner = owner
         self._loop = loop
-        self._scope = _ChildScope(name)
+        scope: _ChildScope = _object_new(_ChildScope)
+        scope._name = name
+        scope._state = _scope._CREATED
+        scope._task = None
+        scope._parent = None
+        scope._cancelled_by = None
+        self._scope = scope
         self._state = _PENDING
         self._outcome: Any = None
         # The request that cancelled the child, when known.
@@ -224,6 +227,10 @@ TaskHandle.__module__ = "cancelscope"
 
 
 _NOT_CALLED = object()
+
+# Called directly by spawn on an object.__new__ instance (see _scope._object_new).
+_handle_init: Callable[[TaskHandle[Any], CancellationScope, str, asyncio.AbstractEventLoop], None]
+_handle_init = TaskHandle.__init__  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
 # Typed so that a type() test narrows to Coroutine[Any, Any, Any].
 _CoroutineType: type[Coroutine[Any, Any, Any]] = types.CoroutineType
 
@@ -315,7 +322,8 @@ def spawn(
     else:
         coro = _coroutine_from(fn, args)
     label: str = name if name is not None else getattr(coro, "__qualname__", None) or repr(coro)
-    handle: TaskHandle[T] = TaskHandle(self, label, loop)
+    handle: TaskHandle[T] = _object_new(TaskHandle)  # pyright: ignore[reportUnknownVariableType]
+    _handle_init(handle, self, label, loop)  # (no class call: see _scope._object_new)
     children = self._children
     if children is None:
         children = self._children = {}
