@@ -6,6 +6,7 @@ import asyncio
 import importlib.resources
 import inspect
 import math
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -220,6 +221,21 @@ def test_the_library_builds_failures_as_their_constructors_do(reason: str | None
         copy = pickle.loads(pickle.dumps(failure))
         assert (copy.args, copy.reason, copy.scope) == (failure.args, reason, None)
     assert pickle.loads(pickle.dumps(fast_t)).deadline == 2.5
+
+
+def test_a_timeout_failure_keeps_its_fields_in_slots_and_takes_other_attributes() -> None:
+    """TimeoutFailure's own fields are slots; the exception dictionary still takes the rest."""
+    import copy
+
+    failure = cs.TimeoutFailure("t", reason="r", deadline=1.5)
+    assert vars(failure) == {}  # reason, scope and deadline are not in the dictionary
+    failure.extra = "kept"  # type: ignore[attr-defined]
+    assert vars(failure) == {"extra": "kept"}
+    if sys.version_info >= (3, 11):
+        failure.add_note("a note")
+        assert failure.__notes__ == ["a note"]
+    clone = copy.copy(failure)
+    assert (clone.args, clone.reason, clone.deadline, clone.scope) == (("t",), "r", 1.5, None)
 
 
 # --------------------------------------------------------------------------- is_cancellation

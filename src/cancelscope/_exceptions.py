@@ -56,6 +56,14 @@ class TimeoutFailure(CancelledFailure, TimeoutError):
     ``deadline`` is the scope's deadline (in `loop.time()` terms) when it expired.
     """
 
+    # Slots, not the instance dictionary: one is made per fired timeout, and
+    # on 3.13 the three attribute writes into a fresh exception dictionary
+    # cost about 1.7k instructions more. (Possible here and not on
+    # CancelledFailure: OSError's layout, extended, is this class's base;
+    # slots on CancelledFailure would conflict with it.) Other attributes
+    # still go in the dictionary every exception has.
+    __slots__ = ("deadline", "reason", "scope")
+
     deadline: float
 
     def __init__(

@@ -108,8 +108,15 @@ class _Request:
         self.reason = reason
         # Not None when the request is a deadline that passed.
         self.deadline = deadline
-        # The origin's label, kept for failure() (a scope's name never changes).
-        label = self._label = origin._label()
+        # The origin's label, kept for failure() (a scope's name never changes):
+        # origin._label(), inlined for the common scope (keep the two in step).
+        if origin._hidden:
+            label = origin._label()
+        elif origin._name is not None:
+            label = f"scope {origin._name!r}"
+        else:
+            label = "unnamed scope at " + hex(id(origin))
+        self._label = label
         text = "cancelled by " + label if reason is None else f"cancelled by {label}: {reason}"
         # The message of every CancelledError delivered for this request; 3.10
         # recognises its own by their type (see _ours_310).
@@ -186,6 +193,8 @@ class _RequestedFuture(asyncio.Future[CancelledFailure]):
 # instructions less per object, about 800 with the writes inlined. (A helper
 # function doing both steps costs about as much as it saves.)
 _object_new = object.__new__
+# For the requests made on hot paths (a deadline, cancel()).
+_request_init = _Request.__init__
 
 
 class _TaskState:
@@ -1504,7 +1513,9 @@ class CancellationScope:
     def _cancel(self, reason: str | None) -> None:
         if self._state is _EXITED:
             return
-        self._own_request(_Request(self, reason))
+        req: _Request = _object_new(_Request)
+        _request_init(req, self, reason, None)  # (no class call: see _object_new)
+        self._own_request(req)
 
     def _own_request(self, req: _Request) -> None:
         """A request made on this scope itself (idempotent: the first one wins)."""
@@ -1544,7 +1555,8 @@ class CancellationScope:
             self._timer = loop.call_at(when, self._on_deadline)
             return
         # Already expired (gh-95051), as in _arm_deadline.
-        req = _Request(self, "deadline exceeded", when)
+        req: _Request = _object_new(_Request)
+        _request_init(req, self, "deadline exceeded", when)  # (see _object_new)
         if not self._cancellable or self._token is not None or self._requested_fut is not None:
             self._own_request(req)
             return
@@ -1571,13 +1583,17 @@ class CancellationScope:
         if when <= loop.time():
             # Already expired: cancel now, so the very first suspension point
             # sees it (gh-95051: timeout(0) must not fire one await late).
-            self._own_request(_Request(self, "deadline exceeded", when))
+            req: _Request = _object_new(_Request)
+            _request_init(req, self, "deadline exceeded", when)  # (see _object_new)
+            self._own_request(req)
         else:
             self._timer = loop.call_at(when, self._on_deadline)
 
     def _on_deadline(self) -> None:
         self._timer = None
-        self._own_request(_Request(self, "deadline exceeded", self._deadline))
+        req: _Request = _object_new(_Request)
+        _request_init(req, self, "deadline exceeded", self._deadline)  # (see _object_new)
+        self._own_request(req)
 
     # ------------------------------------------------------------------ children
 
