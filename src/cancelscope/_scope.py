@@ -343,7 +343,12 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = Non
         if waiter.done():
             # Its callbacks (the task's wakeup first) are already queued: a
             # check queued now comes right after them, without a partial.
-            _recheck_soon(task, ts, batch)
+            # (_recheck_soon, inlined: every delivery into a waiting task.)
+            if batch is not None and batch.loop is ts.loop:
+                ts.recheck = batch
+                batch.items.append((task, ts))
+            else:
+                ts.recheck = ts.loop.call_soon(_deliver, task, ts)
         else:
             waiter.add_done_callback(partial(_after_waiter, task, ts))
     else:
@@ -396,6 +401,7 @@ def _recheck_soon(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None)
 
     With ``batch`` (passed down from the walk that delivers, never kept in a
     global: loops in other threads walk at the same time) the check joins it.
+    (Inlined in `_deliver` and `_start_deadline`: keep them in step.)
     """
     if batch is not None and batch.loop is ts.loop:
         ts.recheck = batch
@@ -1568,7 +1574,7 @@ class CancellationScope:
             self._cancelled_by = req
             if not ts.hooked:
                 ts.hooked = True
-                _recheck_soon(task, ts, None)
+                ts.recheck = loop.call_soon(_deliver, task, ts)  # _recheck_soon, no batch
 
     def _arm_deadline(self) -> None:
         timer = self._timer
