@@ -1615,15 +1615,6 @@ class CancellationScope:
         if children is not None:
             children.pop(handle, None)
 
-    def _child_done(self, handle: TaskHandle[Any]) -> None:
-        children = self._children
-        assert children is not None
-        del children[handle]
-        if not children:
-            fut = self._exit_fut
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-
     # ------------------------------------------------------------------ display
 
     def _label(self) -> str:

@@ -391,7 +391,16 @@ async def _child_main(
         handle._finish(_RESULT, value)
     finally:
         if not closed:
-            owner._child_done(handle)
+            # Off the owner's children; the last one wakes an exit waiting for them.
+            children = owner._children
+            assert children is not None
+            del children[handle]
+            if not children:
+                fut = owner._exit_fut
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+                del fut
+            del children
         # A failure's traceback keeps this frame alive: drop what it would
         # otherwise hold, so a failed child leaves no reference cycle.
         del owner, handle, scope, coro, task, ts, closed
