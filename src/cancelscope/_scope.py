@@ -543,15 +543,19 @@ def _carry(top: CancellationScope, req: _Request) -> None:
             # host): what the walk below comes to.
             _schedule(host, ts)
             return
+    children = top._children
+    if host is None and not children:
+        return
     pending: list[tuple[asyncio.Task[Any], CancellationScope]] = []
     if host is not None:
         pending.append((host, top))
-    if top._children:
-        _push_children(top, pending)
-    if not pending:
-        return
-    batch = _Batch(pending[-1][0].get_loop())
+        batch = _Batch(host.get_loop())
+    else:
+        assert children
+        batch = _Batch(next(iter(children))._loop)
     try:
+        if children:
+            _push_children(top, pending, req, batch)
         _walk(pending, req, batch)
     finally:
         batch.queue()
@@ -584,9 +588,10 @@ def _walk(
             if scope._cancelled_by is not None or not scope._cancellable:
                 continue
             scope._cancelled_by = req
-            if scope._children:
-                _push_children(scope, pending)
+            # The host first, then its children: the order of their wakeups.
             _schedule(task, ts, batch)
+            if scope._children:
+                _push_children(scope, pending, req, batch)
             continue
         chain: list[CancellationScope] = []
         add = chain.append
@@ -595,6 +600,7 @@ def _walk(
             scope = scope._parent
         if scope is None:  # pragma: no cover - defensive: the task left `upper`
             continue
+        parents: list[CancellationScope] | None = None
         for scope in reversed(chain):
             if (
                 not scope._cancellable
@@ -607,22 +613,79 @@ def _walk(
                 break
             scope._cancelled_by = req
             if scope._children:
-                _push_children(scope, pending)
+                if parents is None:
+                    parents = [scope]
+                else:
+                    parents.append(scope)
         else:
             _schedule(task, ts, batch)
+        if parents is not None:
+            # After the host, innermost first (the order of their wakeups).
+            for scope in reversed(parents):
+                _push_children(scope, pending, req, batch)
 
 
 def _push_children(
-    scope: CancellationScope, pending: list[tuple[asyncio.Task[Any], CancellationScope]]
+    scope: CancellationScope,
+    pending: list[tuple[asyncio.Task[Any], CancellationScope]],
+    req: _Request,
+    batch: _Batch,
 ) -> None:
+    """Carry ``req`` into the children of ``scope``, which it has just cancelled.
+
+    A child still in its root (hidden) scope, waiting on a future, gets the
+    delivery here, with what `_walk`, `_schedule` and `_deliver` would do
+    for it inlined (keep them in step): cancelling a scope with many
+    children is the path where a call per child shows. Any other child goes
+    to ``pending`` for `_walk`.
+    """
     children = scope._children
-    if children:
-        for handle in children:
-            child_scope = handle._scope
-            task = child_scope._task
-            # A child not started yet sees the cancellation when it starts.
-            if task is not None and child_scope._state is _ENTERED:
-                pending.append((task, scope))
+    if not children:
+        return
+    # Last spawned first, as the walk's stack of pending work would take them.
+    for handle in reversed(children):
+        child = handle._scope
+        # A child not started yet sees the cancellation when it starts; a
+        # finished one is not there to see it.
+        if child._state is not _ENTERED:
+            continue
+        task = child._task
+        assert task is not None
+        ts = child._ts
+        if ts.scope is not child:
+            pending.append((task, scope))  # it entered scopes of its own
+            continue
+        if child._token is not None or child._requested_fut is not None:
+            _reach(child, req)  # (current_token() in the child made its token)
+        if child._cancelled_by is not None:
+            continue  # already cancelled (by handle.cancel())
+        child._cancelled_by = req
+        if ts.hooked:
+            continue  # a delivery is already on its way
+        holder: Any = task
+        waiter: asyncio.Future[Any] | None = holder._fut_waiter
+        if (
+            waiter is None
+            or ts.group_exit is not None
+            or not _HAS_COUNTS
+            or waiter.done()
+            or task.done()
+        ):
+            _schedule(task, ts, batch)
+            continue
+        # _deliver's first delivery into a waiting task.
+        ts.group_exit = _DELIVERED
+        task.cancel(req.message)
+        child._delivered += 1
+        ts.hooked = True
+        if waiter.done():
+            if batch.loop is ts.loop:
+                ts.recheck = batch
+                batch.items.append((task, ts))
+            else:  # pragma: no cover - a scope's children share its loop
+                ts.recheck = ts.loop.call_soon(_deliver, task, ts)
+        else:
+            waiter.add_done_callback(partial(_after_waiter, task, ts))
 
 
 def _rearm(task: asyncio.Task[Any], err: BaseException) -> None:

@@ -33,7 +33,13 @@ class _ChildScope(_scope.CancellationScope):
     and ``parent`` look through it, so user code never sees it.
     """
 
-    __slots__ = ()
+    # _delivered is counted on every child a cancellation reaches: a slot, so
+    # that no child scope needs a dict for it. _ts: the child task's state,
+    # set at its start, so that a walk of the owner's children reaches each
+    # child without a generic attribute lookup on its task.
+    __slots__ = ("_delivered", "_ts")
+    _delivered: int
+    _ts: _scope._TaskState
     _hidden: ClassVar[bool] = True
     # Fixed for every hidden scope, so class values rather than slot writes per
     # child: nothing sets them on a hidden scope (it has no deadline, no token
@@ -116,6 +122,7 @@ class TaskHandle(Generic[T]):
         scope._task = None
         scope._parent = None
         scope._cancelled_by = None
+        scope._delivered = 0
         self._scope = scope
         self._state = _PENDING
         self._outcome: Any = None
@@ -359,6 +366,7 @@ async def _child_main(
     assert task is not None
     # The child's task is new: it has no state yet.
     ts = _scope._new_state(task)
+    scope._ts = ts
     # Enter the hidden scope with the owner as parent (as __aenter__ does; a
     # hidden scope never reports, so it needs no _c0).
     scope._task = task
