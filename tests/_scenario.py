@@ -619,9 +619,22 @@ class Model:
         except (MCancelled, MRaised) as e:
             exc = e
         foreign: MCancelled | None = None
+        # The children the exit found running, when the exit's own request could only
+        # set cancel_called: the scope was already effectively cancelled, and so was
+        # every one of them (see `called` below).
+        racing: list[_MTask] = []
+        racing_at = -1.0
         if any(not k.done for k in scope.children):
             scope.state = "exiting"
             if exc is not None:
+                running = [k for k in scope.children if not k.done]
+                if (
+                    scope.own is None
+                    and scope.eff is not None
+                    and all(k.current is not None and k.current.eff is not None for k in running)
+                ):
+                    racing = running
+                    racing_at = self.now
                 self.request(scope, _Req(False))  # SPEC 5: a raising body stops the children
             while any(not k.done for k in scope.children):
                 try:
@@ -635,6 +648,11 @@ class Model:
             # The body raised in the instant its last children were cancelled: whether
             # they finished before the exit looked (no request) or after (the "body
             # raised" request) is a race between steps of one instant that SPEC leaves open.
+            called = EITHER
+        elif racing and racing_at == self.now and all(k.done_at == self.now for k in racing):
+            # The same race seen from the other side: the exit found children that were
+            # already cancelled and finished in this instant anyway. Whether they were
+            # done before the exit looked is up to the order of steps in the instant.
             called = EITHER
         result = self.finish(scope, exc, foreign)
         self.out.scopes[n.id] = (self.now, describe_model(result), called, scope.caught)

@@ -69,6 +69,16 @@ REGRESSIONS = [
         )),
         events=(Event(2, "native", -1),),
     ),
+    # Found by the generator: the same race seen from the other side. The host swallows
+    # its cancellation and re-awaits; children already cancelled with it finish in the
+    # instant, before or after its exit looks (the model first required the request).
+    Scenario(
+        Node(0, "timeout", Act(until=7), deadline=2,
+             inner=Node(1, "timeout", Act(until=6, swallow="reawait"), deadline=3, children=(
+                 Child(2, Act(until=1), Node(3, "cancellable", Act(until=4, swallow="return"))),
+                 Child(4, Act(until=5)),
+             ))),
+    ),
     # An outer asyncio.timeout around a shield: the shield holds against scopes only.
     Scenario(
         Node(0, "cancellable", Act(until=9), inner=Node(1, "shield", Act(until=8))),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, fi
 
 from . import _exceptions, _scope
 from ._exceptions import CancelledFailure
-from ._scope import _object_new
+from ._scope import _get_ident, _object_new, _task_state_var
 
 if TYPE_CHECKING:
     from ._scope import CancellationScope, _Request
@@ -57,36 +57,6 @@ class _ChildScope(_scope.CancellationScope):
 
     def _label(self) -> str:
         return f"child task {self._name!r}"
-
-    def _leave(self, task: asyncio.Task[Any], ts: _scope._TaskState) -> None:
-        """The child's coroutine has ended: leave the hidden scope.
-
-        `CancellationScope._finish` for a hidden scope, which has no timer, no
-        token link and no children, and never absorbs or raises: the outcome
-        goes to the handle.
-        """
-        self._state = _scope._EXITED
-        self._task = None
-        ts.scope = None
-        recheck = ts.recheck
-        if recheck is not None:
-            # The child is finishing: a check queued after its last delivery
-            # would find nothing to do. (A batch skips the tasks that no
-            # longer point to it: nothing to cancel there.)
-            if not isinstance(recheck, _scope._Batch):
-                recheck.cancel()
-            ts.recheck = None
-            ts.hooked = False
-        delivered = self._delivered
-        if delivered:
-            self._delivered = 0
-            # (As in CancellationScope._finish, inlined: one call less per child.)
-            if _scope._HAS_COUNTS or _scope._counts(task):
-                if delivered == 1:
-                    task.uncancel()  # the common case, without a range
-                else:
-                    for _ in range(delivered):
-                        task.uncancel()
 
 
 @final
@@ -214,16 +184,6 @@ class TaskHandle(Generic[T]):
                     with contextlib.suppress(ValueError):
                         waiters.remove(fut)
         return self.result()
-
-    def _finish(self, state: int, outcome: Any) -> None:
-        self._state = state
-        self._outcome = outcome
-        waiters = self._waiters
-        if waiters:
-            self._waiters = None
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
 
     def __repr__(self) -> str:
         state = {_PENDING: "running", _RESULT: "done", _ERROR: "failed", _CANCELLED: "cancelled"}
@@ -358,26 +318,46 @@ def _outside(task: asyncio.Task[Any]) -> bool:
 async def _child_main(
     owner: CancellationScope, handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any]
 ) -> None:
-    """Run one child inside its hidden scope and record its outcome on the handle."""
+    """Run one child inside its hidden scope and record its outcome on the handle.
+
+    What `_scope._new_state`, the hidden scope's exit and the handle's
+    completion do is written out here rather than called: this runs once
+    per child, and each call would cost as much as what it does.
+    """
     scope = handle._scope
+    loop = handle._loop
     # With the loop given, no getpid() behind it before 3.12 (this runs in
     # the loop's thread).
-    task = _scope._current_task(handle._loop)
+    task = _scope._current_task(loop)
     assert task is not None
-    # The child's task is new: it has no state yet.
-    ts = _scope._new_state(task)
+    # The child's task is new: it has no state yet. (_scope._new_state,
+    # inlined: keep them in step.)
+    ts: _scope._TaskState = _object_new(_scope._TaskState)
+    ts.loop = loop
+    ts.thread = _get_ident()
+    ts.scope = scope
+    ts.hooked = False
+    ts.recheck = None
+    ts.group_exit = None
+    ts.forwarded = False
+    _task_state_var.set(ts)
+    holder: Any = task
+    try:
+        holder._cancelscope_state = ts
+    except AttributeError:  # pragma: no cover - only with task types without __dict__
+        _scope._use_fallback(task, ts)
     scope._ts = ts
     # Enter the hidden scope with the owner as parent (as __aenter__ does; a
     # hidden scope never reports, so it needs no _c0).
     scope._task = task
     scope._parent = owner
     scope._state = _scope._ENTERED
-    ts.scope = scope
     if owner._cancelled_by is not None or scope._own_req is not None:
         scope._enter_cancelled(task, ts, owner)
-    closed = False
+    outcome: Any = None
     try:
-        value = await coro
+        outcome = await coro
+        state = _RESULT
     except BaseException as exc:
         if type(exc) is GeneratorExit and _outside(task):
             # Closed outside its task (collected while pending, its loop closed):
@@ -385,30 +365,59 @@ async def _child_main(
             scope._closing(GeneratorExit)
             handle._state = _CANCELLED
             owner._child_closed(handle)
-            closed = True
+            del owner, handle, scope, coro, task, ts, holder
             raise
-        scope._leave(task, ts)
         if isinstance(exc, CancelledError):
+            state = _CANCELLED
             handle._request = scope._cancelled_by
-            handle._finish(_CANCELLED, None)
         else:
-            handle._finish(_ERROR, exc)
-            owner._child_failed(handle, exc)
-    else:
-        scope._leave(task, ts)
-        handle._finish(_RESULT, value)
-    finally:
-        if not closed:
-            # Off the owner's children; the last one wakes an exit waiting for them.
-            children = owner._children
-            assert children is not None
-            del children[handle]
-            if not children:
-                fut = owner._exit_fut
-                if fut is not None and not fut.done():
+            state = _ERROR
+            outcome = exc
+    try:
+        # Leave the hidden scope: CancellationScope._finish for a scope with
+        # no timer, no token link and no children, which never absorbs or
+        # raises (the outcome goes to the handle).
+        scope._state = _scope._EXITED
+        scope._task = None
+        ts.scope = None
+        recheck = ts.recheck
+        if recheck is not None:
+            # The child is finishing: a check queued after its last delivery
+            # would find nothing to do. (A batch skips the tasks that no
+            # longer point to it: nothing to cancel there.)
+            if not isinstance(recheck, _scope._Batch):
+                recheck.cancel()
+            ts.recheck = None
+            ts.hooked = False
+        delivered = scope._delivered
+        if delivered:
+            scope._delivered = 0
+            if _scope._HAS_COUNTS or _scope._counts(task):
+                if delivered == 1:
+                    task.uncancel()  # the common case, without a range
+                else:
+                    for _ in range(delivered):
+                        task.uncancel()
+        # The handle's outcome; its awaiters wake up.
+        handle._state = state
+        handle._outcome = outcome
+        waiters = handle._waiters
+        if waiters:
+            handle._waiters = None
+            for fut in waiters:
+                if not fut.done():
                     fut.set_result(None)
-                del fut
-            del children
+        if state == _ERROR:
+            owner._child_failed(handle, outcome)
+    finally:
+        # Off the owner's children; the last one wakes an exit waiting for them.
+        children = owner._children
+        assert children is not None
+        del children[handle]
+        if not children:
+            exit_fut = owner._exit_fut
+            if exit_fut is not None and not exit_fut.done():
+                exit_fut.set_result(None)
         # A failure's traceback keeps this frame alive: drop what it would
         # otherwise hold, so a failed child leaves no reference cycle.
-        del owner, handle, scope, coro, task, ts, closed
+        del owner, handle, scope, coro, task, ts, holder, outcome
