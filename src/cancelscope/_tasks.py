@@ -385,7 +385,8 @@ async def _child_main(
             # The child is finishing: a check queued after its last delivery
             # would find nothing to do. (A batch skips the tasks that no
             # longer point to it: nothing to cancel there.)
-            if not isinstance(recheck, _scope._Batch):
+            # (pyright narrows ts.recheck to the None written above, across the await.)
+            if not isinstance(recheck, _scope._Batch):  # pyright: ignore[reportUnnecessaryIsInstance]
                 recheck.cancel()
             ts.recheck = None
             ts.hooked = False
