@@ -56,3 +56,22 @@ def test_instruction_cases_run(case: str) -> None:
 
     for column, _ in instructions.CASES[case]:
         instructions._child(case, column, 3)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring needs 3.12+")
+def test_bytecode_counts_name_the_functions_that_ran(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.bytecodes`` counts per function, and per line with --lines."""
+    from benchmarks import bytecodes
+
+    assert bytecodes.main(["C", "-n", "2", "--top", "40"]) == 0
+    out = capsys.readouterr().out
+    cancelscope, stdlib = out.split("## cancelscope\n")[1].split("## stdlib\n")
+    assert "_child_main (cancelscope/_tasks.py:" in cancelscope
+    assert "TaskGroup.create_task (asyncio/taskgroups.py:" in stdlib
+    assert "_child_main" not in stdlib
+    assert bytecodes.main(["C", "-n", "2", "--column", "cancelscope", "--lines", "spawn"]) == 0
+    out = capsys.readouterr().out
+    assert "spawn (cancelscope/_tasks.py:" in out
+    assert "loop.create_task(main, name=label)" in out
+    assert bytecodes.main(["Z"]) == 2
+    assert "unknown case 'Z'" in capsys.readouterr().err
