@@ -270,10 +270,7 @@ _task_state_var: contextvars.ContextVar[_TaskState] = contextvars.ContextVar(
 
 
 def _new_state(task: asyncio.Task[Any]) -> _TaskState:
-    """Create ``task``'s state; called in ``task`` itself (its context is current).
-
-    (Inlined in `_tasks._child_main`: keep them in step.)
-    """
+    """Create ``task``'s state; called in ``task`` itself (its context is current)."""
     ts: _TaskState = _object_new(_TaskState)
     ts.loop = task.get_loop()
     ts.thread = _get_ident()
@@ -286,15 +283,10 @@ def _new_state(task: asyncio.Task[Any]) -> _TaskState:
     try:
         setattr(task, _STATE_ATTR, ts)
     except AttributeError:  # pragma: no cover - only with task types without __dict__
-        _use_fallback(task, ts)
+        global _fallback_used
+        _fallback_used = True
+        _fallback_states[task] = ts
     return ts
-
-
-def _use_fallback(task: asyncio.Task[Any], ts: _TaskState) -> None:  # pragma: no cover
-    """Keep the state of a task that refuses attributes (see _fallback_states)."""
-    global _fallback_used
-    _fallback_used = True
-    _fallback_states[task] = ts
 
 
 # --------------------------------------------------------------------------- delivery

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeGuard, TypeVar, fi
 
 from . import _exceptions, _scope
 from ._exceptions import CancelledFailure
-from ._scope import _get_ident, _object_new, _task_state_var
+from ._scope import _object_new
 
 if TYPE_CHECKING:
     from ._scope import CancellationScope, _Request
@@ -320,9 +320,9 @@ async def _child_main(
 ) -> None:
     """Run one child inside its hidden scope and record its outcome on the handle.
 
-    What `_scope._new_state`, the hidden scope's exit and the handle's
-    completion do is written out here rather than called: this runs once
-    per child, and each call would cost as much as what it does.
+    What the hidden scope's exit and the handle's completion do is written
+    out here rather than called: this runs once per child, and each call
+    would cost as much as what it does.
     """
     scope = handle._scope
     loop = handle._loop
@@ -330,22 +330,9 @@ async def _child_main(
     # the loop's thread).
     task = _scope._current_task(loop)
     assert task is not None
-    # The child's task is new: it has no state yet. (_scope._new_state,
-    # inlined: keep them in step.)
-    ts: _scope._TaskState = _object_new(_scope._TaskState)
-    ts.loop = loop
-    ts.thread = _get_ident()
+    # The child's task is new: it has no state yet.
+    ts = _scope._new_state(task)
     ts.scope = scope
-    ts.hooked = False
-    ts.recheck = None
-    ts.group_exit = None
-    ts.forwarded = False
-    _task_state_var.set(ts)
-    holder: Any = task
-    try:
-        holder._cancelscope_state = ts
-    except AttributeError:  # pragma: no cover - only with task types without __dict__
-        _scope._use_fallback(task, ts)
     scope._ts = ts
     # Enter the hidden scope with the owner as parent (as __aenter__ does; a
     # hidden scope never reports, so it needs no _c0).
@@ -365,7 +352,7 @@ async def _child_main(
             scope._closing(GeneratorExit)
             handle._state = _CANCELLED
             owner._child_closed(handle)
-            del owner, handle, scope, coro, task, ts, holder
+            del owner, handle, scope, coro, task, ts
             raise
         if isinstance(exc, CancelledError):
             state = _CANCELLED
@@ -421,4 +408,4 @@ async def _child_main(
                 exit_fut.set_result(None)
         # A failure's traceback keeps this frame alive: drop what it would
         # otherwise hold, so a failed child leaves no reference cycle.
-        del owner, handle, scope, coro, task, ts, holder, outcome
+        del owner, handle, scope, coro, task, ts, outcome
