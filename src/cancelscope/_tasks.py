@@ -325,10 +325,9 @@ async def _child_main(
     would cost as much as what it does.
     """
     scope = handle._scope
-    loop = handle._loop
     # With the loop given, no getpid() behind it before 3.12 (this runs in
     # the loop's thread).
-    task = _scope._current_task(loop)
+    task = _scope._current_task(handle._loop)
     assert task is not None
     # The child's task is new: it has no state yet.
     ts = _scope._new_state(task)
@@ -372,14 +371,14 @@ async def _child_main(
             # The child is finishing: a check queued after its last delivery
             # would find nothing to do. (A batch skips the tasks that no
             # longer point to it: nothing to cancel there.)
-            # (pyright narrows ts.recheck to the None written above, across the await.)
-            if not isinstance(recheck, _scope._Batch):  # pyright: ignore[reportUnnecessaryIsInstance]
+            if not isinstance(recheck, _scope._Batch):
                 recheck.cancel()
             ts.recheck = None
             ts.hooked = False
         delivered = scope._delivered
         if delivered:
             scope._delivered = 0
+            # (As in CancellationScope._finish: keep the two in step.)
             if _scope._HAS_COUNTS or _scope._counts(task):
                 if delivered == 1:
                     task.uncancel()  # the common case, without a range
