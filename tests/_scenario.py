@@ -367,8 +367,9 @@ class _Run:
             self.problems.append(f"n{n.id} exited with a child still running")
         if scope.active or scope._timer is not None:
             self.problems.append(f"n{n.id} still active or timed after exit")
-        if scope._delivered:
-            self.problems.append(f"n{n.id} left {scope._delivered} deliveries uncounted")
+        x = scope._x
+        if x is not None and x.delivered:
+            self.problems.append(f"n{n.id} left {x.delivered} deliveries uncounted")
 
     async def child(self, c: Child) -> None:
         if c.node is not None:

@@ -216,8 +216,9 @@ class _CS(_Interp):
                 await self.act(n.act, f"body n{n.id}")
                 if n.children:
                     await asyncio.sleep(0)  # see _Interp.checkpoint
+                    x = scope._x
                     if scope._cancelled_by is None and any(
-                        not h.done() for h in scope._children or ()
+                        not h.done() for h in (x.children if x is not None else None) or ()
                     ):
                         watch = True
         except cs.CancelledFailure as exc:

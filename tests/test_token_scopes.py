@@ -417,9 +417,9 @@ async def test_token_created_in_a_thread_during_a_request_still_fires() -> None:
         # What the loop thread finishes after the thread's read: the scope becomes cancelled
         # without _reach having seen the token.
         req = cs._scope._Request(scope, "raced request")
-        scope._own_req = req
+        cs._scope._extra(scope).own_req = req
         scope._cancelled_by = req
         await asyncio.sleep(0)  # the recheck handed to the loop runs
         assert token.cancelled
         assert token.reason == "raced request"
-        scope._own_req = scope._cancelled_by = None  # leave the scope as never cancelled
+        cs._scope._extra(scope).own_req = scope._cancelled_by = None  # leave it never cancelled

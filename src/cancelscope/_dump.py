@@ -145,7 +145,8 @@ def _scope_line(scope: CancellationScope, now: float | None) -> str:
             parts.append(text)
         else:
             parts.append(f"deadline={deadline:g}")
-    own = scope._own_req
+    x = scope._x
+    own = x.own_req if x is not None else None
     if own is not None:
         reason = f" reason={own.reason!r}" if own.reason is not None else ""
         parts.append(f"cancel_called{reason}")
@@ -153,11 +154,11 @@ def _scope_line(scope: CancellationScope, now: float | None) -> str:
         origin = scope._cancelled_by.origin
         by = origin._label() if origin is not None else "a scope"
         parts.append(f"cancelled by {by}")
-    elif scope._reached_by is not None:
+    elif x is not None and x.reached_by is not None:
         parts.append("cancel requested from outside (shielded)")
     if scope._state is _EXITING:
         parts.append("waiting for its children")
-    children = scope._children
+    children = x.children if x is not None else None
     if children:
         parts.append(f"children={len(children)}")
     return " ".join(parts)
@@ -274,7 +275,8 @@ def format_tree(loop: asyncio.AbstractEventLoop | None = None) -> str:
 
 
 def _unstarted_children(scope: CancellationScope, below: list[CancellationScope]) -> list[str]:
-    children = scope._children
+    x = scope._x
+    children = x.children if x is not None else None
     if not children:
         return []
     drawn = set(below)

@@ -43,7 +43,7 @@ from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, final, overload
 
 from ._exceptions import CancelledFailure, make_cancelled_failure, make_timeout_failure
 from ._token import CancelToken, _call_each
@@ -335,7 +335,7 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = Non
                     # and may hand back a CancelledError without our message.
                     ts.forwarded = type(waiter) is not _Future
                 task.cancel(req.message)
-                scope._delivered += 1
+                _count_delivery(scope)
         # The task's own wakeup callback was added first, so ours runs right
         # after the task's next step; if the waiter is a task winding down
         # (anyio#1111) we simply wait for it.
@@ -356,9 +356,20 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = Non
         # wakeup is pending); a check queued now runs right after it.
         if not task._must_cancel:  # type: ignore[attr-defined]
             task.cancel(req.message)
-            scope._delivered += 1
+            _count_delivery(scope)
         ts.hooked = True
         _recheck_soon(task, ts, batch)
+
+
+def _count_delivery(scope: CancellationScope) -> None:
+    """Count a task.cancel() made on ``scope``'s account (undone at its exit)."""
+    if scope._hidden:
+        scope._delivered += 1  # type: ignore[attr-defined]  # a slot of _ChildScope
+    else:
+        x = scope._x
+        if x is None:
+            x = _extra(scope)
+        x.delivered += 1
 
 
 # ts.group_exit after a delivery that went into no known task-group exit.
@@ -504,13 +515,18 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
     `_fire_tokens` once the request has been carried through the tree, so
     user callbacks never run in the middle of the walk.
     """
-    if scope._cancelled_by is None and (scope._cancellable or scope._reached_by is None):
+    x = scope._x
+    if scope._cancelled_by is None and (
+        scope._cancellable or x is None or x.reached_by is None
+    ):
         # The first request to arrive. A cancellable scope becomes cancelled
         # by it right after (every caller sets _cancelled_by next), so only a
-        # shield needs to remember it apart: no per-scope dict otherwise.
+        # shield needs to remember it apart: no _Extra otherwise.
         if not scope._cancellable:
-            scope._reached_by = req
-        fut = scope._requested_fut
+            if x is None:
+                x = _extra(scope)
+            x.reached_by = req
+        fut = x.requested_fut if x is not None else None
         if fut is not None:
             fut._resolve(req.failure())
         if scope._token is not None:
@@ -532,7 +548,9 @@ def _fire_tokens(req: _Request) -> None:
 def _carry(top: CancellationScope, req: _Request) -> None:
     """``top`` has just become effectively cancelled by ``req``: carry it down the tree."""
     host = top._task
-    if host is not None and not top._children:
+    x = top._x
+    children = x.children if x is not None else None
+    if host is not None and not children:
         holder: Any = host
         try:
             ts: _TaskState | None = holder._cancelscope_state
@@ -543,7 +561,6 @@ def _carry(top: CancellationScope, req: _Request) -> None:
             # host): what the walk below comes to.
             _schedule(host, ts)
             return
-    children = top._children
     if host is None and not children:
         return
     pending: list[tuple[asyncio.Task[Any], CancellationScope]] = []
@@ -579,18 +596,15 @@ def _walk(
         if scope is not None and scope._parent is upper:
             # The common case (a child in its root scope, a host in the scope
             # below `upper`): the walk below for a chain of one.
-            if (
-                not scope._cancellable
-                or scope._token is not None
-                or scope._requested_fut is not None
-            ):
+            x = scope._x
+            if not scope._cancellable or scope._token is not None or x is not None:
                 _reach(scope, req)  # (a no-op for any other scope)
             if scope._cancelled_by is not None or not scope._cancellable:
                 continue
             scope._cancelled_by = req
             # The host first, then its children: the order of their wakeups.
             _schedule(task, ts, batch)
-            if scope._children:
+            if x is not None and x.children:
                 _push_children(scope, pending, req, batch)
             continue
         chain: list[CancellationScope] = []
@@ -602,17 +616,14 @@ def _walk(
             continue
         parents: list[CancellationScope] | None = None
         for scope in reversed(chain):
-            if (
-                not scope._cancellable
-                or scope._token is not None
-                or scope._requested_fut is not None
-            ):
+            x = scope._x
+            if not scope._cancellable or scope._token is not None or x is not None:
                 _reach(scope, req)  # (a no-op for any other scope)
             if scope._cancelled_by is not None or not scope._cancellable:
                 # Already cancelled (its subtree too), or a shield: stop here.
                 break
             scope._cancelled_by = req
-            if scope._children:
+            if x is not None and x.children:
                 if parents is None:
                     parents = [scope]
                 else:
@@ -639,7 +650,8 @@ def _push_children(
     children is the path where a call per child shows. Any other child goes
     to ``pending`` for `_walk`.
     """
-    children = scope._children
+    x = scope._x
+    children = x.children if x is not None else None
     if not children:
         return
     # Last spawned first, as the walk's stack of pending work would take them.
@@ -655,7 +667,7 @@ def _push_children(
         if ts.scope is not child:
             pending.append((task, scope))  # it entered scopes of its own
             continue
-        if child._token is not None or child._requested_fut is not None:
+        if child._token is not None or child._x is not None:
             _reach(child, req)  # (current_token() in the child made its token)
         if child._cancelled_by is not None:
             continue  # already cancelled (by handle.cancel())
@@ -754,6 +766,105 @@ def _check_time(value: object, what: str) -> float | None:
 # --------------------------------------------------------------------------- the scope
 
 
+class _Extra:
+    """The fields of a scope that only change once it is cancelled, spawns or is watched.
+
+    Made by `_extra` on first need, in the scope's loop thread or before the
+    scope is shared with anything (construction): never from another
+    thread, where two makers could race (``scope.token``, readable from any
+    thread, is a slot of the scope for that reason).
+    """
+
+    __slots__ = (
+        "c0",
+        "cancelled_caught",
+        "children",
+        "delivered",
+        "exit_fut",
+        "failures",
+        "loop",
+        "own_req",
+        "reached_by",
+        "requested_fut",
+        "token_link",
+    )
+
+    # The first request made on this scope itself (cancel(), deadline, child
+    # failure): cancel_called, and the failure reported at exit.
+    own_req: _Request | None
+    # A shield's first request (resolves cancel_requested); for a cancellable
+    # scope that request is _cancelled_by (see _reach).
+    reached_by: _Request | None
+    # The loop this scope is bound to, once something needs it before entry.
+    loop: asyncio.AbstractEventLoop | None
+    requested_fut: _RequestedFuture | None
+    cancelled_caught: bool
+    # Invariant: task.cancel() calls made while this scope was its host's
+    # current scope and not yet undone by uncancel() (done at exit). (A
+    # hidden child scope counts in a slot of its own: see _tasks.py.)
+    delivered: int
+    # Open children (an insertion-ordered set); None until the first spawn.
+    children: dict[TaskHandle[Any], None] | None
+    failures: list[BaseException] | None
+    exit_fut: asyncio.Future[None] | None
+    # Registration on the token passed as token=; removed at exit.
+    token_link: _TokenLink | None
+    # task.cancelling() at entry, less a native cancel then pending (3.11+).
+    c0: int
+
+
+def _extra(scope: CancellationScope) -> _Extra:
+    """``scope._x``, made if it is not there yet (see `_Extra` for who may call this)."""
+    x = scope._x
+    if x is None:
+        x = _object_new(_Extra)
+        x.own_req = None
+        x.reached_by = None
+        x.loop = None
+        x.requested_fut = None
+        x.cancelled_caught = False
+        x.delivered = 0
+        x.children = None
+        x.failures = None
+        x.exit_fut = None
+        x.token_link = None
+        x.c0 = 0
+        scope._x = x
+    return x
+
+
+@final
+class _Mode:
+    """raise_on_cancel and the form of entry, in one slot of the scope.
+
+    Both are read rarely (an absorbing exit, a spawn), so they share a slot:
+    a scope is made with ``_RAISE`` or ``_QUIET``, and plain `with` swaps in
+    the ``sync`` twin, one slot read more at entry than a bool would cost.
+    """
+
+    __slots__ = ("raises", "sync", "synced")
+
+    raises: bool
+    # Entered with plain `with` (spawn refuses such a scope).
+    sync: bool
+    # The same mode, entered with plain `with`.
+    synced: _Mode
+
+    def __init__(self, raises: bool, sync: bool) -> None:
+        self.raises = raises
+        self.sync = sync
+        self.synced = self
+
+    def __repr__(self) -> str:
+        return f"<_Mode raises={self.raises} sync={self.sync}>"
+
+
+_RAISE = _Mode(True, False)
+_RAISE.synced = _Mode(True, True)
+_QUIET = _Mode(False, False)
+_QUIET.synced = _Mode(False, True)
+
+
 class CancellationScope:
     """A node in the tree of cancellable work; use it with ``async with``.
 
@@ -772,32 +883,39 @@ class CancellationScope:
     reason) when it fires, from any thread; the link is removed at exit.
     """
 
-    # Fields touched by every entry and exit live in slots; the rest only
-    # change once a scope is cancelled, spawns, or is watched, and default to
-    # the class attributes below until then, so a scope that is never
-    # cancelled costs a few slot writes and no dict.
+    # Fields touched by every entry and exit live in slots. The rest only
+    # change once a scope is cancelled, spawns, is linked to a token or bound
+    # to a loop before entry: they live in one _Extra object (``_x``), made
+    # on first need, so a scope that is never cancelled costs a few slot
+    # writes and nothing else. There is no instance dictionary: on 3.13 an
+    # attribute read on an instance whose class has __slots__ plus __dict__
+    # is never specialised (a class default read cost about twice a slot
+    # read), and every hot path read several.
     __slots__ = (
-        "__dict__",
         "__weakref__",
         "_cancellable",
-        # Read by every entry (the parent's) and exit: slots, not class defaults.
+        # Read by every entry (the parent's) and exit: slots.
         "_cancelled_by",
         "_deadline",
+        "_mode",
         "_name",
         "_parent",
-        "_raise",
         "_state",
-        "_sync",
         "_task",
         "_timeout",
-        # Every scope with a deadline sets it: a slot, not a per-scope dict.
+        # Every scope with a deadline sets it.
         "_timer",
+        # Read by every walk of the tree; written from any thread (the token
+        # property), which a field of _x could not be without a lock.
+        "_token",
+        "_x",
     )
 
     # Set by _init (the fields every scope has).
     _name: str | None
     _cancellable: bool
-    _raise: bool  # raise_on_cancel
+    # raise_on_cancel, and whether the scope was entered with plain `with`.
+    _mode: _Mode
     # Seconds from entry, or None; turned into _deadline at entry.
     _timeout: float | None
     # Absolute loop time, inf for none. Set at entry, or by the setter.
@@ -807,43 +925,19 @@ class CancellationScope:
     _task: asyncio.Task[Any] | None
     _parent: CancellationScope | None
     _timer: asyncio.TimerHandle | None
-
-    # The first request made on this scope itself (cancel(), deadline, child
-    # failure): cancel_called, and the failure reported at exit.
-    _own_req: _Request | None = None
     # Invariant (while open): the request that made this scope effectively
     # cancelled, or None; never reset while open. Set by _carry/_enter.
     # While it is None, nothing was delivered on this scope's account
-    # (_delivered == 0) and no child failed: exits rely on that.
+    # (delivered == 0) and no child failed: exits rely on that.
     _cancelled_by: _Request | None
-    # A shield's first request (resolves cancel_requested); for a cancellable
-    # scope that request is _cancelled_by (see _reach).
-    _reached_by: _Request | None = None
-    # The loop this scope is bound to, once something needs it before entry.
-    _loop: asyncio.AbstractEventLoop | None = None
-    _requested_fut: _RequestedFuture | None = None
-    _cancelled_caught: bool = False
-    # Invariant: task.cancel() calls made while this scope was its host's
-    # current scope and not yet undone by uncancel() (done at exit).
-    _delivered: int = 0
-    # Open children (an insertion-ordered set); None until the first spawn.
-    _children: dict[TaskHandle[Any], None] | None = None
-    _failures: list[BaseException] | None = None
-    _exit_fut: asyncio.Future[None] | None = None
-    # Set at entry: entered with plain `with`.
-    _sync: bool
     # scope.token, created on first use (any thread: see the property);
     # fired by _fire_tokens. on_cancel callbacks are its callbacks.
-    _token: CancelToken | None = None
-    # Registration on the token passed as token=; removed at exit.
-    _token_link: _TokenLink | None = None
+    _token: CancelToken | None
+    # The rarely-set fields (see _Extra), or None while none is set.
+    _x: _Extra | None
 
     # True only for the hidden per-child scope (see _tasks.py).
     _hidden: ClassVar[bool] = False
-    # task.cancelling() at entry, less a native cancel then pending (3.11+).
-    # Almost always 0: a class default, written only when not (one slot less
-    # per scope, G).
-    _c0: int = 0
 
     def __init__(
         self,
@@ -915,12 +1009,14 @@ class CancellationScope:
 
         Never turns False again. A request from an outer scope does not set it.
         """
-        return self._own_req is not None
+        x = self._x
+        return x is not None and x.own_req is not None
 
     @property
     def cancel_reason(self) -> str | None:
         """The reason of the first request made on this scope itself (None if none given)."""
-        req = self._own_req
+        x = self._x
+        req = x.own_req if x is not None else None
         return req.reason if req is not None else None
 
     @property
@@ -930,7 +1026,8 @@ class CancellationScope:
         False if the body swallowed the CancelledError itself, or if the
         cancellation was not this scope's to absorb. Never turns False again.
         """
-        return self._cancelled_caught
+        x = self._x
+        return x is not None and x.cancelled_caught
 
     @property
     def deadline(self) -> float:
@@ -966,21 +1063,21 @@ class CancellationScope:
         never carries an exception and stays pending if no request comes.
         Reading it needs a running loop (or an entered scope).
         """
-        fut = self._requested_fut
+        x = self._x
+        fut = x.requested_fut if x is not None else None
         if fut is None or fut.cancelled():
             # A future cancelled by someone who awaited it is replaced.
-            loop = self._loop
+            loop = x.loop if x is not None else None
             if loop is None:
                 task = self._task
                 loop = task.get_loop() if task is not None else asyncio.get_running_loop()
-                self._loop = loop
             fut = _RequestedFuture(loop=loop)
-            req = self._reached_by
-            if req is None:
-                req = self._cancelled_by
+            req = self._reached()
             if req is not None:
                 fut.set_result(req.failure())
-            self._requested_fut = fut
+            x = _extra(self)
+            x.loop = loop
+            x.requested_fut = fut
         return fut
 
     def cancel(self, reason: str | None = None) -> None:
@@ -1110,7 +1207,8 @@ class CancellationScope:
 
     def _reached(self) -> _Request | None:
         """The first request that reached this scope, or None (see _reach)."""
-        req = self._reached_by
+        x = self._x
+        req = x.reached_by if x is not None else None
         return req if req is not None else self._cancelled_by
 
     def _fire_if_reached(self, token: CancelToken) -> None:
@@ -1120,10 +1218,12 @@ class CancellationScope:
 
     def _detach_token(self) -> None:
         """At exit: a long-lived token must not keep exited scopes registered."""
-        link = self._token_link
-        if link is not None:
-            self._token_link = None
-            link.detach()
+        x = self._x
+        if x is not None:
+            link = x.token_link
+            if link is not None:
+                x.token_link = None
+                link.detach()
 
     # ------------------------------------------------------------------ enter / exit
 
@@ -1139,9 +1239,13 @@ class CancellationScope:
         task = _current_task()
         if task is None:
             raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
-        loop = self._loop
-        if loop is not None and loop is not task.get_loop():
-            raise RuntimeError(f"{self!r} belongs to another event loop than the one entering it")
+        x = self._x
+        if x is not None:
+            loop = x.loop
+            if loop is not None and loop is not task.get_loop():
+                raise RuntimeError(
+                    f"{self!r} belongs to another event loop than the one entering it"
+                )
         ts: _TaskState
         holder: Any = task  # the attribute cancelscope sets on tasks
         try:
@@ -1151,7 +1255,7 @@ class CancellationScope:
         parent = ts.scope
         self._task = task
         self._parent = parent
-        self._sync = True
+        self._mode = self._mode.synced
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
@@ -1159,10 +1263,13 @@ class CancellationScope:
             if c0:
                 c0 -= task._must_cancel  # type: ignore[attr-defined]
                 if c0:
-                    self._c0 = c0
+                    x = _extra(self)
+                    x.c0 = c0
         self._state = _ENTERED
         ts.scope = self
-        if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
+        if (x is not None and x.own_req is not None) or (
+            parent is not None and parent._cancelled_by is not None
+        ):
             self._enter_cancelled(task, ts, parent)
         if self._timeout is not None or self._deadline != _INF:
             self._start_deadline(task, ts)
@@ -1176,9 +1283,13 @@ class CancellationScope:
         task = _current_task()
         if task is None:
             raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
-        loop = self._loop
-        if loop is not None and loop is not task.get_loop():
-            raise RuntimeError(f"{self!r} belongs to another event loop than the one entering it")
+        x = self._x
+        if x is not None:
+            loop = x.loop
+            if loop is not None and loop is not task.get_loop():
+                raise RuntimeError(
+                    f"{self!r} belongs to another event loop than the one entering it"
+                )
         ts: _TaskState
         holder: Any = task  # the attribute cancelscope sets on tasks
         try:
@@ -1188,7 +1299,6 @@ class CancellationScope:
         parent = ts.scope
         self._task = task
         self._parent = parent
-        self._sync = False
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
@@ -1196,10 +1306,13 @@ class CancellationScope:
             if c0:
                 c0 -= task._must_cancel  # type: ignore[attr-defined]
                 if c0:
-                    self._c0 = c0
+                    x = _extra(self)
+                    x.c0 = c0
         self._state = _ENTERED
         ts.scope = self
-        if self._own_req is not None or (parent is not None and parent._cancelled_by is not None):
+        if (x is not None and x.own_req is not None) or (
+            parent is not None and parent._cancelled_by is not None
+        ):
             self._enter_cancelled(task, ts, parent)
         if self._timeout is not None or self._deadline != _INF:
             self._start_deadline(task, ts)
@@ -1239,7 +1352,8 @@ class CancellationScope:
                 return False  # closed outside its task: see _closing
             raise
         assert task is not None
-        if self._children:
+        x = self._x
+        if x is not None and x.children:
             raise RuntimeError(
                 f"{self!r} still has child tasks: a scope that owns children must "
                 "exit with `async with`, which waits for them"
@@ -1253,7 +1367,7 @@ class CancellationScope:
             parent = self._parent
             self._state = _EXITED
             self._task = None
-            if self._token_link is not None:
+            if x is not None and x.token_link is not None:
                 self._detach_token()
             ts.scope = parent
             if parent is not None and parent._cancelled_by is not None:
@@ -1264,8 +1378,7 @@ class CancellationScope:
             parent is not None
             and parent._cancelled_by is not None
             and self._cancellable
-            and not self._delivered
-            and self._failures is None
+            and (x is None or (not x.delivered and x.failures is None))
         ):
             self._inner_exit(task, ts)
             return False
@@ -1305,8 +1418,8 @@ class CancellationScope:
                 return False  # closed outside its task: see _closing
             raise
         assert task is not None
-        children = self._children
-        if not children:
+        x = self._x
+        if x is None or not x.children:
             if self._cancelled_by is None:
                 timer = self._timer
                 if timer is not None:
@@ -1315,7 +1428,7 @@ class CancellationScope:
                 parent = self._parent
                 self._state = _EXITED
                 self._task = None
-                if self._token_link is not None:
+                if x is not None and x.token_link is not None:
                     self._detach_token()
                 ts.scope = parent
                 if parent is not None and parent._cancelled_by is not None:
@@ -1326,9 +1439,7 @@ class CancellationScope:
                 parent is not None
                 and parent._cancelled_by is not None
                 and self._cancellable
-                and not self._delivered
-                # Only a scope that had children can have failures.
-                and (children is None or self._failures is None)
+                and (x is None or (not x.delivered and x.failures is None))
             ):
                 # _inner_exit, inlined (a cancelled nest unwinds through here).
                 timer = self._timer
@@ -1337,7 +1448,7 @@ class CancellationScope:
                     self._timer = None
                 self._state = _EXITED
                 self._task = None
-                if self._token_link is not None:
+                if x is not None and x.token_link is not None:
                     self._detach_token()
                 ts.scope = parent
                 if not ts.hooked:
@@ -1364,7 +1475,8 @@ class CancellationScope:
         self, task: asyncio.Task[Any], ts: _TaskState, parent: CancellationScope | None
     ) -> None:
         """Entry into a pre-cancelled scope, or below an effectively cancelled one."""
-        own = self._own_req
+        x = self._x
+        own = x.own_req if x is not None else None
         inherited = parent._cancelled_by if parent is not None else None
         if inherited is not None:
             _reach(self, inherited)
@@ -1401,8 +1513,7 @@ class CancellationScope:
             ts.scope = None if self._hidden else self._parent
         self._state = _EXITED
         self._task = None
-        if self._token_link is not None:
-            self._detach_token()
+        self._detach_token()
         return True
 
     def _exit_check(self) -> _TaskState:
@@ -1440,7 +1551,8 @@ class CancellationScope:
             self._timer = None
         self._state = _EXITED
         self._task = None
-        if self._token_link is not None:
+        x = self._x
+        if x is not None and x.token_link is not None:
             self._detach_token()
         ts.scope = self._parent
         if not ts.hooked:
@@ -1456,8 +1568,9 @@ class CancellationScope:
             self._own_request(_Request(self, f"the scope's body raised {type(exc).__name__}"))
         foreign: BaseException | None = None
         loop = task.get_loop()
-        while self._children:
-            fut = self._exit_fut = loop.create_future()
+        x = _extra(self)  # (it has children)
+        while x.children:
+            fut = x.exit_fut = loop.create_future()
             try:
                 await fut
             except GeneratorExit:
@@ -1472,7 +1585,7 @@ class CancellationScope:
                 self._own_request(
                     _Request(self, "the host task was cancelled while waiting for children")
                 )
-        self._exit_fut = None
+        x.exit_fut = None
         self._state = _ENTERED
         return foreign
 
@@ -1495,7 +1608,8 @@ class CancellationScope:
         parent = self._parent
         self._state = _EXITED
         self._task = None
-        if self._token_link is not None:
+        x = self._x
+        if x is not None and x.token_link is not None:
             self._detach_token()
         # A task-group exit a delivery went into has finished by now (it ran
         # inside this scope): do not keep its coroutine alive.
@@ -1508,19 +1622,22 @@ class CancellationScope:
             # Back in a cancelled scope (leaving a shield, or the body
             # swallowed the error): delivery goes on.
             _schedule(task, ts)
-        delivered = self._delivered
-        if delivered:
-            self._delivered = 0
-            if _HAS_COUNTS or _counts(task):
-                if delivered == 1:
-                    task.uncancel()  # the common case, without a range
-                else:
-                    for _ in range(delivered):
-                        task.uncancel()
-        failures = self._failures
-        if failures is not None:
-            self._failures = None
-            return self._raise_group(task, failures, exc)
+        c0 = 0
+        if x is not None:
+            delivered = x.delivered
+            if delivered:
+                x.delivered = 0
+                if _HAS_COUNTS or _counts(task):
+                    if delivered == 1:
+                        task.uncancel()  # the common case, without a range
+                    else:
+                        for _ in range(delivered):
+                            task.uncancel()
+            failures = x.failures
+            if failures is not None:
+                x.failures = None
+                return self._raise_group(task, failures, exc)
+            c0 = x.c0
         if exc_type is None or not issubclass(exc_type, CancelledError):
             return False
         assert exc is not None
@@ -1530,12 +1647,14 @@ class CancellationScope:
         if self._cancellable and parent is not None and parent._cancelled_by is not None:
             return False  # the outermost cancelled scope reports
         if _HAS_COUNTS or _counts(task):
-            if task.cancelling() > self._c0:
+            if task.cancelling() > c0:
                 return False  # another cancel request is pending: not ours to absorb
         elif not _ours_310(task, exc):
             return False
-        self._cancelled_caught = True
-        if self._raise:
+        if x is None:
+            x = _extra(self)
+        x.cancelled_caught = True
+        if self._mode.raises:
             req = self._cancelled_by
             assert req is not None
             raise req.failure() from exc
@@ -1552,8 +1671,12 @@ class CancellationScope:
         if self._cancellable and parent is not None and parent._cancelled_by is not None:
             return False  # the outermost cancelled scope reports
         if _HAS_COUNTS or _counts(task):
-            return task.cancelling() <= self._c0
+            return task.cancelling() <= self._c0()
         return _ours_310(task, exc)
+
+    def _c0(self) -> int:
+        x = self._x
+        return x.c0 if x is not None else 0
 
     def _raise_group(
         self,
@@ -1564,9 +1687,9 @@ class CancellationScope:
         errors = list(failures)
         if isinstance(exc, CancelledError):
             if self._owns(task, exc):
-                self._cancelled_caught = True
+                _extra(self).cancelled_caught = True
             elif (
-                task.cancelling() > self._c0
+                task.cancelling() > self._c0()
                 if _HAS_COUNTS or _counts(task)
                 else not _ours_310(task, exc)
             ):
@@ -1588,9 +1711,12 @@ class CancellationScope:
 
     def _own_request(self, req: _Request) -> None:
         """A request made on this scope itself (idempotent: the first one wins)."""
-        if self._own_req is not None:
+        x = self._x
+        if x is None:
+            x = _extra(self)
+        elif x.own_req is not None:
             return
-        self._own_req = req
+        x.own_req = req
         timer = self._timer
         if timer is not None:
             timer.cancel()
@@ -1600,7 +1726,7 @@ class CancellationScope:
             if (
                 not self._cancellable
                 or self._token is not None
-                or self._requested_fut is not None
+                or x.requested_fut is not None
             ):
                 _reach(self, req)  # (a no-op for any other scope)
             if self._cancelled_by is None:
@@ -1618,7 +1744,8 @@ class CancellationScope:
             when = self._deadline = now + timeout
         else:
             when = self._deadline
-        if self._own_req is not None:
+        x = self._x
+        if x is not None and x.own_req is not None:
             return
         if when > now:
             self._timer = loop.call_at(when, self._on_deadline)
@@ -1626,13 +1753,19 @@ class CancellationScope:
         # Already expired (gh-95051), as in _arm_deadline.
         req: _Request = _object_new(_Request)
         _request_init(req, self, "deadline exceeded", when)  # (see _object_new)
-        if not self._cancellable or self._token is not None or self._requested_fut is not None:
+        if (
+            not self._cancellable
+            or self._token is not None
+            or (x is not None and x.requested_fut is not None)
+        ):
             self._own_request(req)
             return
         # _own_request, for a scope just entered (no timer, no children) that
         # nothing watches: its task is running, so delivery waits for the
         # next suspension point, as _carry and _schedule would arrange.
-        self._own_req = req
+        if x is None:
+            x = _extra(self)
+        x.own_req = req
         if self._cancelled_by is None:
             self._cancelled_by = req
             if not ts.hooked:
@@ -1645,7 +1778,8 @@ class CancellationScope:
             timer.cancel()
             self._timer = None
         when = self._deadline
-        if self._own_req is not None or when == _INF:
+        x = self._x
+        if (x is not None and x.own_req is not None) or when == _INF:
             return
         assert self._task is not None
         loop = self._task.get_loop()
@@ -1667,16 +1801,17 @@ class CancellationScope:
     # ------------------------------------------------------------------ children
 
     def _child_failed(self, handle: TaskHandle[Any], exc: BaseException) -> None:
-        if self._failures is None:
-            self._failures = []
-        self._failures.append(exc)
+        x = _extra(self)
+        if x.failures is None:
+            x.failures = []
+        x.failures.append(exc)
         self._own_request(_Request(self, f"child task {handle.name!r} failed with {exc!r}"))
 
     def _child_closed(self, handle: TaskHandle[Any]) -> None:
         """A child's coroutine was closed outside its task: forget it, wake nobody."""
-        children = self._children
-        if children is not None:
-            children.pop(handle, None)
+        x = self._x
+        if x is not None and x.children is not None:
+            x.children.pop(handle, None)
 
     # ------------------------------------------------------------------ display
 
@@ -1701,14 +1836,15 @@ class CancellationScope:
                 parts.append(f"deadline={round(remaining, 3):+g}s")
             else:
                 parts.append(f"deadline={self._deadline:g}")
-        if self._own_req is not None:
+        x = self._x
+        if x is not None and x.own_req is not None:
             parts.append("cancel_called")
         elif self._cancelled_by is not None:
             parts.append("cancelled_by_parent")
-        if self._cancelled_caught:
+        if x is not None and x.cancelled_caught:
             parts.append("cancelled_caught")
-        if self._children:
-            parts.append(f"children={len(self._children)}")
+        if x is not None and x.children:
+            parts.append(f"children={len(x.children)}")
         return "<" + " ".join(parts) + ">"
 
 
@@ -1775,7 +1911,7 @@ def _init(
     self._name = name
     # `True if x else False` is bool(x) without the call (hot: every scope).
     self._cancellable = True if cancellable else False  # noqa: SIM210
-    self._raise = True if raise_on_cancel else False  # noqa: SIM210
+    self._mode = _RAISE if raise_on_cancel else _QUIET
     self._timeout = timeout
     self._deadline = when
     self._state = _CREATED
@@ -1783,6 +1919,8 @@ def _init(
     self._parent = None
     self._timer = None
     self._cancelled_by = None
+    self._token = None
+    self._x = None
     if token is not None:
         _TokenLink.link(self, token)
 
@@ -1996,7 +2134,7 @@ class _TokenLink:
         key = token._register(link)
         if key is not None:
             link.key = key
-            scope._token_link = link
+            _extra(scope).token_link = link
             # A scope dropped without exiting (never entered) unregisters too;
             # the callback holds no reference to the link (no cycle).
             link.scope = weakref.ref(scope, partial(_unlink, link.token, key))

@@ -45,8 +45,7 @@ class _ChildScope(_scope.CancellationScope):
     # child: nothing sets them on a hidden scope (it has no deadline, no token
     # link and is never entered with `with`; user code never sees it).
     _cancellable = True
-    _raise = False
-    _sync = False
+    _mode = _scope._QUIET
     _timeout = None
     _deadline: float = math.inf
     _timer = None
@@ -92,6 +91,8 @@ class TaskHandle(Generic[T]):
         scope._task = None
         scope._parent = None
         scope._cancelled_by = None
+        scope._token = None
+        scope._x = None
         scope._delivered = 0
         self._scope = scope
         self._state = _PENDING
@@ -266,7 +267,7 @@ def spawn(
         )
         _scope._close_if_coroutine(fn)
         raise RuntimeError(f"cannot spawn into {self!r}: it {what}")
-    if self._sync or self._hidden:
+    if self._mode.sync or self._hidden:
         _scope._close_if_coroutine(fn)
         raise RuntimeError(
             f"cannot spawn into {self!r}: it was entered with plain `with`; "
@@ -291,9 +292,12 @@ def spawn(
     label: str = name if name is not None else getattr(coro, "__qualname__", None) or repr(coro)
     handle: TaskHandle[T] = _object_new(TaskHandle)  # pyright: ignore[reportUnknownVariableType]
     _handle_init(handle, self, label, loop)  # (no class call: see _scope._object_new)
-    children = self._children
+    x = self._x
+    if x is None:
+        x = _scope._extra(self)
+    children = x.children
     if children is None:
-        children = self._children = {}
+        children = x.children = {}
     # Registered before the task exists: with an eager task factory the child
     # may run, and even finish, inside create_task().
     children[handle] = None
@@ -338,7 +342,7 @@ async def _child_main(
     scope._task = task
     scope._parent = owner
     scope._state = _scope._ENTERED
-    if owner._cancelled_by is not None or scope._own_req is not None:
+    if owner._cancelled_by is not None or scope._x is not None:
         scope._enter_cancelled(task, ts, owner)
     outcome: Any = None
     try:
@@ -398,11 +402,13 @@ async def _child_main(
             owner._child_failed(handle, outcome)
     finally:
         # Off the owner's children; the last one wakes an exit waiting for them.
-        children = owner._children
+        x = owner._x
+        assert x is not None
+        children = x.children
         assert children is not None
         del children[handle]
         if not children:
-            exit_fut = owner._exit_fut
+            exit_fut = x.exit_fut
             if exit_fut is not None and not exit_fut.done():
                 exit_fut.set_result(None)
         # A failure's traceback keeps this frame alive: drop what it would

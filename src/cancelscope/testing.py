@@ -28,13 +28,15 @@ async def wind_down(scope: CancellationScope, reason: str, grace: float) -> list
     once its children are done.
     """
     scope.cancel(reason)
-    if not scope._children:
+    x = scope._x
+    children = x.children if x is not None else None
+    if not children:
         return []
     # The host is inside a cancelled scope now: wait in a shield, which a
     # deadline of its own ends silently.
     async with CancellationScope(cancellable=False, timeout=grace, raise_on_cancel=False):
-        while scope._children:
-            handle = next(iter(scope._children))
+        while children:
+            handle = next(iter(children))
             try:
                 await handle
             except CancelledError:
@@ -43,7 +45,7 @@ async def wind_down(scope: CancellationScope, reason: str, grace: float) -> list
                 pass
     return [
         task
-        for handle in list(scope._children or ())
+        for handle in list(children)
         if (task := handle._scope._task) is not None
     ]
 
