@@ -95,6 +95,11 @@ def _by_line(counts: collections.Counter[tuple[CodeType, int]], n: int, name: st
         print()
 
 
+# Not an `if sys.version_info` test in main: mypy would then find the rest
+# of main unreachable when it checks for 3.10 or 3.11.
+_HAS_MONITORING: bool = hasattr(sys, "monitoring")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bytecodes")
     parser.add_argument("case", help=f"one of {', '.join(CASES)}")
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", metavar="FUNC", help="per-line counts of functions FUNC")
     parser.add_argument("--column", help="only this column (default: every column)")
     args = parser.parse_args(argv)
-    if sys.version_info < (3, 12):
+    if not _HAS_MONITORING:
         print("needs Python 3.12+ (sys.monitoring)", file=sys.stderr)
         return 2
     if args.case not in CASES:
