@@ -95,7 +95,7 @@ class _CancelMessage(str):
 class _Request:
     """One cancel request: where it came from and why. Shared by every scope it reaches.
 
-    It holds its origin weakly: the origin holds it (``_own_req``), and a
+    It holds its origin weakly: the origin holds it (``_x.own_req``), and a
     cancelled scope must not become a reference cycle.
     """
 

@@ -33,10 +33,11 @@ class _ChildScope(_scope.CancellationScope):
     and ``parent`` look through it, so user code never sees it.
     """
 
-    # _delivered is counted on every child a cancellation reaches: a slot, so
-    # that no child scope needs a dict for it. _ts: the child task's state,
-    # set at its start, so that a walk of the owner's children reaches each
-    # child without a generic attribute lookup on its task.
+    # _delivered is counted on every child a cancellation reaches: a slot of
+    # its own, so that no child scope needs an _Extra for it (a plain scope
+    # counts in _x.delivered; see _scope._count_delivery). _ts: the child
+    # task's state, set at its start, so that a walk of the owner's children
+    # reaches each child without a generic attribute lookup on its task.
     __slots__ = ("_delivered", "_ts")
     _delivered: int
     _ts: _scope._TaskState
@@ -338,7 +339,7 @@ async def _child_main(
     ts.scope = scope
     scope._ts = ts
     # Enter the hidden scope with the owner as parent (as __aenter__ does; a
-    # hidden scope never reports, so it needs no _c0).
+    # hidden scope never reports, so it needs no c0).
     scope._task = task
     scope._parent = owner
     scope._state = _scope._ENTERED
