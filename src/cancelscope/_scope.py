@@ -335,7 +335,14 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = Non
                     # and may hand back a CancelledError without our message.
                     ts.forwarded = type(waiter) is not _Future
                 task.cancel(req.message)
-                _count_delivery(scope)
+                # _count_delivery, inlined (every delivery into a waiting task).
+                if scope._hidden:
+                    scope._delivered += 1  # type: ignore[attr-defined]  # see _count_delivery
+                else:
+                    x = scope._x
+                    if x is None:
+                        x = _extra(scope)
+                    x.delivered += 1
         # The task's own wakeup callback was added first, so ours runs right
         # after the task's next step; if the waiter is a task winding down
         # (anyio#1111) we simply wait for it.
@@ -362,7 +369,10 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = Non
 
 
 def _count_delivery(scope: CancellationScope) -> None:
-    """Count a task.cancel() made on ``scope``'s account (undone at its exit)."""
+    """Count a task.cancel() made on ``scope``'s account (undone at its exit).
+
+    (Inlined in `_deliver`: keep the two in step.)
+    """
     if scope._hidden:
         scope._delivered += 1  # type: ignore[attr-defined]  # a slot of _ChildScope
     else:
