@@ -792,7 +792,6 @@ class _Extra:
         "delivered",
         "exit_fut",
         "failures",
-        "loop",
         "own_req",
         "reached_by",
         "requested_fut",
@@ -805,8 +804,8 @@ class _Extra:
     # A shield's first request (resolves cancel_requested); for a cancellable
     # scope that request is _cancelled_by (see _reach).
     reached_by: _Request | None
-    # The loop this scope is bound to, once something needs it before entry.
-    loop: asyncio.AbstractEventLoop | None
+    # scope.cancel_requested, once read; its loop is the one the scope must
+    # be entered in when it was read before entry.
     requested_fut: _RequestedFuture | None
     cancelled_caught: bool
     # Invariant: task.cancel() calls made while this scope was its host's
@@ -830,7 +829,6 @@ def _extra(scope: CancellationScope) -> _Extra:
         x = _object_new(_Extra)
         x.own_req = None
         x.reached_by = None
-        x.loop = None
         x.requested_fut = None
         x.cancelled_caught = False
         x.delivered = 0
@@ -1077,17 +1075,16 @@ class CancellationScope:
         fut = x.requested_fut if x is not None else None
         if fut is None or fut.cancelled():
             # A future cancelled by someone who awaited it is replaced.
-            loop = x.loop if x is not None else None
-            if loop is None:
+            if fut is not None:
+                loop = fut.get_loop()
+            else:
                 task = self._task
                 loop = task.get_loop() if task is not None else asyncio.get_running_loop()
             fut = _RequestedFuture(loop=loop)
             req = self._reached()
             if req is not None:
                 fut.set_result(req.failure())
-            x = _extra(self)
-            x.loop = loop
-            x.requested_fut = fut
+            _extra(self).requested_fut = fut
         return fut
 
     def cancel(self, reason: str | None = None) -> None:
@@ -1251,8 +1248,9 @@ class CancellationScope:
             raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
         x = self._x
         if x is not None:
-            loop = x.loop
-            if loop is not None and loop is not task.get_loop():
+            # Bound to a loop before entry by reading cancel_requested.
+            fut = x.requested_fut
+            if fut is not None and fut.get_loop() is not task.get_loop():
                 raise RuntimeError(
                     f"{self!r} belongs to another event loop than the one entering it"
                 )
@@ -1295,8 +1293,9 @@ class CancellationScope:
             raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
         x = self._x
         if x is not None:
-            loop = x.loop
-            if loop is not None and loop is not task.get_loop():
+            # Bound to a loop before entry by reading cancel_requested.
+            fut = x.requested_fut
+            if fut is not None and fut.get_loop() is not task.get_loop():
                 raise RuntimeError(
                     f"{self!r} belongs to another event loop than the one entering it"
                 )
