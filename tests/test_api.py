@@ -705,3 +705,50 @@ def test_a_subclass_can_call_the_constructor() -> None:
     scope = Named()
     assert (scope.name, scope.cancellable) == ("sub", False)
     assert "timeout=5s" in repr(scope)
+
+
+@pytest.mark.asyncio
+async def test_a_scope_that_is_never_cancelled_keeps_everything_in_its_slots() -> None:
+    """No instance dictionary, and no _Extra object unless something rarely needed happens.
+
+    The hot path's promise (issue 3): entering and leaving a scope that is never
+    cancelled writes a few slots and allocates nothing else.
+    """
+    made = [
+        cs.CancellationScope(),
+        cs.cancellable(name="named"),
+        cs.non_cancellable(),
+        cs.with_timeout(1000),
+        cs.move_on_after(1000),
+        cs.CancellationScope(raise_on_cancel=False, deadline=math.inf),
+    ]
+    for scope in made[:3]:
+        with scope:
+            assert not hasattr(scope, "__dict__")
+        assert scope._x is None
+    for scope in made[3:]:
+        async with scope, cs.CancellationScope() as inner:
+            pass
+        assert (scope._x, inner._x) == (None, None)
+    assert [s._mode.sync for s in made] == [True] * 3 + [False] * 3
+    assert [s._mode.raises for s in made] == [True] * 4 + [False] * 2
+
+
+@pytest.mark.asyncio
+async def test_rarely_needed_fields_appear_when_needed_and_read_as_before() -> None:
+    """cancel_called, cancel_reason, cancelled_caught and cancel_requested through _Extra."""
+    scope = cs.move_on_after(1000)
+    fut = scope.cancel_requested  # binds the scope to this loop before entry
+    assert scope._x is not None
+    assert scope._x.own_req is None
+    async with scope:
+        assert (scope.cancel_called, scope.cancel_reason) == (False, None)
+        scope.cancel("enough")
+        assert (scope.cancel_called, scope.cancel_reason) == (True, "enough")
+        await asyncio.sleep(0)
+    assert scope.cancelled_caught
+    assert fut.done()
+    assert fut.result().reason == "enough"
+    assert scope._x.delivered == 0  # every delivery was undone at exit
+    assert "cancel_called" in repr(scope)
+    assert "cancelled_caught" in repr(scope)

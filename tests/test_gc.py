@@ -13,7 +13,7 @@ from cancelscope import _scope, _tasks, _token
 
 from ._helpers import ExceptionGroup
 
-OURS = (cs.CancellationScope, cs.TaskHandle, _scope._Request, _tasks._ChildScope)
+OURS = (cs.CancellationScope, cs.TaskHandle, _scope._Request, _scope._Extra, _tasks._ChildScope)
 
 
 @pytest.fixture
