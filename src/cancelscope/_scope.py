@@ -779,10 +779,13 @@ def _check_time(value: object, what: str) -> float | None:
 class _Extra:
     """The fields of a scope that only change once it is cancelled, spawns or is watched.
 
-    Made by `_extra` on first need, in the scope's loop thread or before the
-    scope is shared with anything (construction): never from another
-    thread, where two makers could race (``scope.token``, readable from any
-    thread, is a slot of the scope for that reason).
+    Made by `_extra` on first need, almost always in the scope's loop thread.
+    Not always: ``cancel()`` before entry, or a linked token firing outside
+    any loop, run in the caller's thread. So `_extra` makes it under a lock,
+    and each field is written on its own (as attributes of a dictionary
+    were). ``scope.token``, made from any thread on every read of a fresh
+    scope's token, is a slot of the scope rather than a field here, which
+    keeps that path free of this lock.
     """
 
     __slots__ = (
@@ -823,22 +826,30 @@ class _Extra:
 
 
 def _extra(scope: CancellationScope) -> _Extra:
-    """``scope._x``, made if it is not there yet (see `_Extra` for who may call this)."""
+    """``scope._x``, made if it is not there yet (under a lock: see `_Extra`)."""
     x = scope._x
     if x is None:
-        x = _object_new(_Extra)
-        x.own_req = None
-        x.reached_by = None
-        x.requested_fut = None
-        x.cancelled_caught = False
-        x.delivered = 0
-        x.children = None
-        x.failures = None
-        x.exit_fut = None
-        x.token_link = None
-        x.c0 = 0
-        scope._x = x
+        with _extra_lock:
+            x = scope._x
+            if x is None:
+                x = _object_new(_Extra)
+                x.own_req = None
+                x.reached_by = None
+                x.requested_fut = None
+                x.cancelled_caught = False
+                x.delivered = 0
+                x.children = None
+                x.failures = None
+                x.exit_fut = None
+                x.token_link = None
+                x.c0 = 0
+                scope._x = x
     return x
+
+
+# Makes each _Extra: two threads must not both make one for the same scope
+# (the second would replace the first and lose what was written into it).
+_extra_lock = threading.Lock()
 
 
 @final
