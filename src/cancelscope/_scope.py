@@ -779,13 +779,15 @@ def _check_time(value: object, what: str) -> float | None:
 class _Extra:
     """The fields of a scope that only change once it is cancelled, spawns or is watched.
 
-    Made by `_extra` on first need, almost always in the scope's loop thread.
-    Not always: ``cancel()`` before entry, or a linked token firing outside
-    any loop, run in the caller's thread. So `_extra` makes it under a lock,
-    and each field is written on its own (as attributes of a dictionary
-    were). ``scope.token``, made from any thread on every read of a fresh
-    scope's token, is a slot of the scope rather than a field here, which
-    keeps that path free of this lock.
+    Made by `_extra` on first need. Once the scope is entered, only its loop
+    thread makes it (every other thread hands its work to the loop). Before
+    entry, ``cancel()`` and a linked token firing outside any loop run in the
+    caller's thread, so `_extra` makes it under a lock while the scope is
+    not entered yet (only then: the lock would cost a fired timeout about
+    2% more instructions). Each field is then written on its own, as the
+    attributes of an instance dictionary were. ``scope.token``, made from
+    any thread on the first read of a scope's token, is a slot of the scope
+    rather than a field here, which keeps that path off this lock.
     """
 
     __slots__ = (
@@ -826,10 +828,14 @@ class _Extra:
 
 
 def _extra(scope: CancellationScope) -> _Extra:
-    """``scope._x``, made if it is not there yet (under a lock: see `_Extra`)."""
+    """``scope._x``, made if it is not there yet (see `_Extra` for the threads)."""
     x = scope._x
     if x is None:
-        with _extra_lock:
+        # (Not `with`: a context manager that is not always needed costs more.)
+        locked = scope._state is _CREATED
+        if locked:
+            _extra_lock.acquire()
+        try:
             x = scope._x
             if x is None:
                 x = _object_new(_Extra)
@@ -844,11 +850,15 @@ def _extra(scope: CancellationScope) -> _Extra:
                 x.token_link = None
                 x.c0 = 0
                 scope._x = x
+        finally:
+            if locked:
+                _extra_lock.release()
     return x
 
 
-# Makes each _Extra: two threads must not both make one for the same scope
-# (the second would replace the first and lose what was written into it).
+# Makes each _Extra of a scope not entered yet: two threads must not both
+# make one for the same scope (the second would replace the first and lose
+# what was written into it).
 _extra_lock = threading.Lock()
 
 
