@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -244,3 +246,43 @@ async def test_cancel_from_signal_handler_wakes_idle_loop() -> None:
         signal.signal(signal.SIGUSR2, previous)
     worker.finish()
     assert record == [f"failure signal {int(signal.SIGUSR2)}"]
+
+
+def test_threads_racing_on_a_scope_not_entered_yet_lose_nothing() -> None:
+    """cancel() in one thread and cancel_requested in another, at once, before entry.
+
+    Both write fields of the scope's _Extra, which the first of them makes: if both made
+    one, the later would replace the earlier, and a request or the future would be lost.
+    The switch interval is cut so that the threads interleave inside that step.
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(300):  # without the lock, about one run in two fails
+            scope = cs.CancellationScope()
+            start = threading.Barrier(2)
+            futures: list[asyncio.Future[cs.CancelledFailure]] = []
+
+            async def bind(scope: cs.CancellationScope = scope) -> None:
+                futures.append(scope.cancel_requested)
+
+            def reader(start: threading.Barrier = start, bind: Callable[[], Any] = bind) -> None:
+                start.wait()
+                asyncio.run(bind())
+
+            def canceller(
+                start: threading.Barrier = start, scope: cs.CancellationScope = scope
+            ) -> None:
+                start.wait()
+                scope.cancel("raced")
+
+            threads = [threading.Thread(target=reader), threading.Thread(target=canceller)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert scope.cancel_reason == "raced"
+            assert scope._x is not None
+            assert scope._x.requested_fut is futures[0]
+    finally:
+        sys.setswitchinterval(interval)
