@@ -263,7 +263,10 @@ def test_threads_racing_on_a_scope_not_entered_yet_lose_nothing() -> None:
             start = threading.Barrier(2)
             futures: list[asyncio.Future[cs.CancelledFailure]] = []
 
-            async def bind(scope: cs.CancellationScope = scope) -> None:
+            async def bind(
+                scope: cs.CancellationScope = scope,
+                futures: list[asyncio.Future[cs.CancelledFailure]] = futures,
+            ) -> None:
                 futures.append(scope.cancel_requested)
 
             def reader(start: threading.Barrier = start, bind: Callable[[], Any] = bind) -> None:
