@@ -937,6 +937,10 @@ class CancellationScope:
         # Read by every walk of the tree; written from any thread (the token
         # property), which a field of _x could not be without a lock.
         "_token",
+        # The host task's state, set at entry (and never unset: a task's
+        # state never changes): an exit reads it here rather than with a
+        # generic attribute lookup on the task (~360 instructions on 3.13).
+        "_ts",
         "_x",
     )
 
@@ -962,6 +966,8 @@ class CancellationScope:
     # scope.token, created on first use (any thread: see the property);
     # fired by _fire_tokens. on_cancel callbacks are its callbacks.
     _token: CancelToken | None
+    # Set at the first entry; read only once _task has been seen set.
+    _ts: _TaskState
     # The rarely-set fields (see _Extra), or None while none is set.
     _x: _Extra | None
 
@@ -1283,6 +1289,7 @@ class CancellationScope:
             ts = _get_state(task) or _new_state(task)
         parent = ts.scope
         self._task = task
+        self._ts = ts
         self._parent = parent
         self._mode = self._mode.synced
         if _HAS_COUNTS or _counts(task):
@@ -1328,6 +1335,7 @@ class CancellationScope:
             ts = _get_state(task) or _new_state(task)
         parent = ts.scope
         self._task = task
+        self._ts = ts
         self._parent = parent
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
@@ -1356,13 +1364,7 @@ class CancellationScope:
     ) -> bool:
         # The checks of _exit_check, inlined: this is the hot path.
         task = self._task
-        ts: _TaskState | None = None
-        if task is not None:
-            holder: Any = task
-            try:
-                ts = holder._cancelscope_state
-            except AttributeError:
-                ts = _get_state(task)
+        ts = self._ts if task is not None else None
         try:  # (free on 3.11+)
             if (
                 ts is None
@@ -1422,13 +1424,7 @@ class CancellationScope:
     ) -> bool:
         # As __exit__ (kept in step with it).
         task = self._task
-        ts: _TaskState | None = None
-        if task is not None:
-            holder: Any = task
-            try:
-                ts = holder._cancelscope_state
-            except AttributeError:
-                ts = _get_state(task)
+        ts = self._ts if task is not None else None
         try:  # (free on 3.11+)
             if (
                 ts is None

@@ -35,12 +35,11 @@ class _ChildScope(_scope.CancellationScope):
 
     # _delivered is counted on every child a cancellation reaches: a slot of
     # its own, so that no child scope needs an _Extra for it (a plain scope
-    # counts in _x.delivered; see _scope._count_delivery). _ts: the child
-    # task's state, set at its start, so that a walk of the owner's children
-    # reaches each child without a generic attribute lookup on its task.
-    __slots__ = ("_delivered", "_ts")
+    # counts in _x.delivered; see _scope._count_delivery). _ts (a slot of
+    # every scope) is set at the child's start, so that a walk of the owner's
+    # children reaches each child's state without a lookup on its task.
+    __slots__ = ("_delivered",)
     _delivered: int
-    _ts: _scope._TaskState
     _hidden: ClassVar[bool] = True
     # Fixed for every hidden scope, so class values rather than slot writes per
     # child: nothing sets them on a hidden scope (it has no deadline, no token
