@@ -413,4 +413,4 @@ async def _child_main(
                 exit_fut.set_result(None)
         # A failure's traceback keeps this frame alive: drop what it would
         # otherwise hold, so a failed child leaves no reference cycle.
-        del owner, handle, scope, coro, task, ts, outcome
+        del owner, handle, scope, coro, task, ts, outcome, x
