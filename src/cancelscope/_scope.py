@@ -394,7 +394,7 @@ class _Batch:
     finish. Queued once the walk is done, the batch runs after every wakeup
     the walk's deliveries queued, so each task is looked at right after its
     next step, as with a ``call_soon`` of its own. A task leaves the batch by
-    setting its ``recheck`` to something else (see `_ChildScope._leave`).
+    setting its ``recheck`` to something else (see `_tasks._child_main`).
     """
 
     __slots__ = ("items", "loop")
@@ -1640,7 +1640,7 @@ class CancellationScope:
         # A task-group exit a delivery went into has finished by now (it ran
         # inside this scope): do not keep its coroutine alive.
         ts.group_exit = None
-        # (A hidden child scope never gets here: _ChildScope._leave.) A check
+        # (A hidden child scope never gets here: see _tasks._child_main.) A check
         # still queued after the last delivery is left alone: it serves the
         # next request of this task, if any, at no extra cost.
         ts.scope = parent
@@ -1701,6 +1701,7 @@ class CancellationScope:
         return _ours_310(task, exc)
 
     def _c0(self) -> int:
+        """task.cancelling() at entry, less a native cancel then pending (see _Extra.c0)."""
         x = self._x
         return x.c0 if x is not None else 0
 
