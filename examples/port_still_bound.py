@@ -125,7 +125,8 @@ class Server:
         )
         self.deadline = time.monotonic() + OVERALL_TIMEOUT
         self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -148,8 +149,12 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        # The pump reads until end of file, which a dead server's pipe reaches at once;
+        # closing the pipe under a reading thread would make it raise.
+        self.pump.join(OVERALL_TIMEOUT)
         assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        if not self.pump.is_alive():
+            self.proc.stdout.close()
 
 
 def ctrl_c_during_start_up(runner: str) -> dict[str, str | bool]:
