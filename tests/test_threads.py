@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import cancelscope as cs
+from cancelscope import _scope
 
 from ._helpers import forever, forever_noting_cancel
 
@@ -289,3 +290,85 @@ def test_threads_racing_on_a_scope_not_entered_yet_lose_nothing() -> None:
             assert scope._x.requested_fut is futures[0]
     finally:
         sys.setswitchinterval(interval)
+
+
+# A cancel() from another thread at the moment the loop's thread enters the scope. The
+# canceller finds the scope not entered and records its request for the entry to find;
+# the two orders it can meet the entry in are forced below, each exactly.
+
+
+@pytest.mark.parametrize("form", ["async with", "with"])
+def test_a_request_recorded_while_the_entry_is_under_way_is_found_by_the_entry(
+    monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """The other thread records its request after the entry first looked for one."""
+    scope = cs.CancellationScope()
+    new_state = _scope._new_state
+
+    def new_state_then_cancel(task: asyncio.Task[Any]) -> Any:
+        # Inside the entry (a task's first entry makes its state), before it marks the
+        # scope entered: the other thread runs its whole cancel() here.
+        ts = new_state(task)
+        thread = threading.Thread(target=scope.cancel, args=("raced",))
+        thread.start()
+        thread.join(GUARD)
+        return ts
+
+    monkeypatch.setattr(_scope, "_new_state", new_state_then_cancel)
+    record: list[str] = []
+
+    async def host() -> None:
+        try:
+            if form == "with":
+                with scope:
+                    await forever()
+            else:
+                async with scope:
+                    await forever()
+        except cs.CancelledFailure as failure:
+            record.append(f"failure {failure.reason}")
+
+    asyncio.run(asyncio.wait_for(host(), GUARD))
+    assert record == ["failure raced"]
+
+
+@pytest.mark.parametrize("via", ["cancel", "token"])
+def test_a_request_recorded_just_after_the_entry_is_handed_to_the_loop(
+    monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    """The other thread found the scope not entered, then the entry ran before it went on.
+
+    Its request reaches the body anyway: it sees the scope entered after recording the
+    request and hands it to the loop, which applies it (it must not apply it from its
+    own thread). ``token``: a token linked outside any loop, fired from the thread.
+    """
+    token = cs.CancelToken()
+    scope = cs.CancellationScope(token=token) if via == "token" else cs.CancellationScope()
+    looked = threading.Event()  # the canceller has found the scope not entered
+    entered = threading.Event()
+    unentered = cs.CancellationScope._cancel_unentered
+
+    def stalled(self: cs.CancellationScope, req: Any) -> None:
+        looked.set()
+        assert entered.wait(GUARD)
+        unentered(self, req)
+
+    monkeypatch.setattr(cs.CancellationScope, "_cancel_unentered", stalled)
+    thread = threading.Thread(
+        target=token.cancel if via == "token" else scope.cancel, args=("raced",)
+    )
+    record: list[str] = []
+
+    async def host() -> None:
+        thread.start()
+        assert looked.wait(GUARD)  # (blocks the loop: nothing else is to run)
+        try:
+            async with scope:
+                entered.set()
+                await forever()
+        except cs.CancelledFailure as failure:
+            record.append(f"failure {failure.reason} in {threading.current_thread().name}")
+
+    asyncio.run(asyncio.wait_for(host(), GUARD))
+    thread.join(GUARD)
+    assert record == [f"failure raced in {threading.current_thread().name}"]

@@ -784,7 +784,8 @@ class _Extra:
     entry, ``cancel()`` and a linked token firing outside any loop run in the
     caller's thread, so `_extra` makes it under a lock while the scope is
     not entered yet (only then: the lock would cost a fired timeout about
-    2% more instructions). Each field is then written on its own, as the
+    2% more instructions), and such a caller records nothing but its
+    request (`CancellationScope._cancel_unentered`). Each field is then written on its own, as the
     attributes of an instance dictionary were. ``scope.token``, made from
     any thread on the first read of a scope's token, is a slot of the scope
     rather than a field here, which keeps that path off this lock.
@@ -831,25 +832,29 @@ def _extra(scope: CancellationScope) -> _Extra:
     """``scope._x``, made if it is not there yet (see `_Extra` for the threads)."""
     x = scope._x
     if x is None:
+        new: _Extra = _object_new(_Extra)
+        new.own_req = None
+        new.reached_by = None
+        new.requested_fut = None
+        new.cancelled_caught = False
+        new.delivered = 0
+        new.children = None
+        new.failures = None
+        new.exit_fut = None
+        new.token_link = None
+        new.c0 = 0
         # (Not `with`: a context manager that is not always needed costs more.)
         locked = scope._state is _CREATED
         if locked:
             _extra_lock.acquire()
         try:
+            # The test and the store are adjacent, with no call between them:
+            # CPython switches threads only at calls and backward jumps, so a
+            # thread that races the loop's thread just after entry (see
+            # _cancel_unentered) cannot slip its _Extra in between either.
             x = scope._x
             if x is None:
-                x = _object_new(_Extra)
-                x.own_req = None
-                x.reached_by = None
-                x.requested_fut = None
-                x.cancelled_caught = False
-                x.delivered = 0
-                x.children = None
-                x.failures = None
-                x.exit_fut = None
-                x.token_link = None
-                x.c0 = 0
-                scope._x = x
+                x = scope._x = new
         finally:
             if locked:
                 _extra_lock.release()
@@ -1135,8 +1140,10 @@ class CancellationScope:
                 # Outside any task we may be in a signal handler that
                 # interrupted select(): wake the loop so delivery happens now.
                 loop.call_soon_threadsafe(_noop)
-        else:
-            self._cancel(reason)
+        elif self._state is not _EXITED:
+            req: _Request = _object_new(_Request)
+            _request_init(req, self, reason, None)  # (no class call: see _object_new)
+            self._cancel_unentered(req)
 
     def spawn(
         self, fn: Callable[..., Coroutine[Any, Any, T]] | Coroutine[Any, Any, T], /, *args: Any,
@@ -1237,7 +1244,11 @@ class CancellationScope:
             return
         req = token._request
         deadline = req.deadline if req is not None else token._deadline
-        self._own_request(_Request(self, token._reason, deadline))
+        if self._task is None:
+            # Not entered (yet): maybe in another thread than the entry's.
+            self._cancel_unentered(_Request(self, token._reason, deadline))
+        else:
+            self._own_request(_Request(self, token._reason, deadline))
 
     def _reached(self) -> _Request | None:
         """The first request that reached this scope, or None (see _reach)."""
@@ -1303,6 +1314,9 @@ class CancellationScope:
                     x.c0 = c0
         self._state = _ENTERED
         ts.scope = self
+        # Read again, after _state: a cancel() from another thread records
+        # its request and then reads _state (see _cancel_unentered).
+        x = self._x
         if (x is not None and x.own_req is not None) or (
             parent is not None and parent._cancelled_by is not None
         ):
@@ -1348,6 +1362,9 @@ class CancellationScope:
                     x.c0 = c0
         self._state = _ENTERED
         ts.scope = self
+        # Read again, after _state: a cancel() from another thread records
+        # its request and then reads _state (see _cancel_unentered).
+        x = self._x
         if (x is not None and x.own_req is not None) or (
             parent is not None and parent._cancelled_by is not None
         ):
@@ -1736,6 +1753,53 @@ class CancellationScope:
         _request_init(req, self, reason, None)  # (no class call: see _object_new)
         self._own_request(req)
 
+    def _cancel_unentered(self, req: _Request) -> None:
+        """`_own_request` for a scope that was not entered when the caller looked.
+
+        ``cancel()`` of such a scope, or its linked token firing outside any
+        loop, runs in the caller's thread, which may not be the thread that
+        is entering the scope at that very moment. So this only records the
+        request and then reads ``_state``, while the entry writes ``_state``
+        and then reads the request (`__enter__`): under the interpreter lock
+        one of the two sees the other's write. Either the entry finds the
+        request, or this finds the scope entered and hands the request to the
+        loop (`_own_request_late`), which applies it unless the entry did.
+        """
+        x = _extra(self)
+        if x.own_req is not None:
+            return  # the first request wins
+        x.own_req = req
+        state = self._state
+        if state is _CREATED or state is _EXITED:
+            return  # the entry will find it (or the scope is done)
+        task = self._task
+        if task is None:
+            return  # exited meanwhile
+        loop = task.get_loop()
+        if _get_running_loop() is loop:  # pragma: no cover - needs another thread's entry
+            self._own_request_late(req)
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing left to cancel
+            loop.call_soon_threadsafe(self._own_request_late, req)
+
+    def _own_request_late(self, req: _Request) -> None:
+        """In the loop: ``req``, recorded by `_cancel_unentered` as the scope was entered."""
+        state = self._state
+        if state is not _ENTERED and state is not _EXITING:
+            return
+        x = _extra(self)
+        own = x.own_req
+        if own is not None:
+            if own is not req or self._cancelled_by is req:
+                return  # another request came first, or the entry applied this one
+            # Recorded, perhaps not applied: apply it as a request made now.
+            # (If the entry applied it below a request from outside, the
+            # scope's _cancelled_by, this repeats nothing: _reach and _carry
+            # act only on a scope not cancelled yet.)
+            x.own_req = None
+        # (None: it was recorded in an _Extra that the entry's replaced.)
+        self._own_request(req)
+
     def _own_request(self, req: _Request) -> None:
         """A request made on this scope itself (idempotent: the first one wins)."""
         x = self._x
@@ -1764,7 +1828,7 @@ class CancellationScope:
 
     def _start_deadline(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
         """Entry of a scope with a timeout or deadline: _arm_deadline, reading the clock once."""
-        loop = task.get_loop()
+        loop = ts.loop  # task.get_loop(), without a method call on the task
         now = loop.time()
         timeout = self._timeout
         if timeout is not None:
