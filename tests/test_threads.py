@@ -305,10 +305,10 @@ def test_a_request_recorded_while_the_entry_is_under_way_is_found_by_the_entry(
     scope = cs.CancellationScope()
     new_state = _scope._new_state
 
-    def new_state_then_cancel(task: asyncio.Task[Any]) -> Any:
+    def new_state_then_cancel(task: asyncio.Task[Any], loop: Any) -> Any:
         # Inside the entry (a task's first entry makes its state), before it marks the
         # scope entered: the other thread runs its whole cancel() here.
-        ts = new_state(task)
+        ts = new_state(task, loop)
         thread = threading.Thread(target=scope.cancel, args=("raced",))
         thread.start()
         thread.join(GUARD)

@@ -65,6 +65,8 @@ _INF = math.inf
 
 _current_task = asyncio.current_task
 _get_running_loop = asyncio._get_running_loop
+# The same, where a task is running (so a loop is): typed without the None.
+_task_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio._get_running_loop  # type: ignore[assignment]
 _get_ident = threading.get_ident
 # Before 3.12 the running loop lookup behind current_task() makes a getpid()
 # syscall; with the loop given it is a dict lookup. Exits check the thread
@@ -269,10 +271,14 @@ _task_state_var: contextvars.ContextVar[_TaskState] = contextvars.ContextVar(
 )
 
 
-def _new_state(task: asyncio.Task[Any]) -> _TaskState:
-    """Create ``task``'s state; called in ``task`` itself (its context is current)."""
+def _new_state(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> _TaskState:
+    """Create ``task``'s state; called in ``task`` itself (its context is current).
+
+    ``loop`` is the task's (the running loop): callers have it without
+    ``task.get_loop()``, a method call on the task (~450 instructions on 3.13).
+    """
     ts: _TaskState = _object_new(_TaskState)
-    ts.loop = task.get_loop()
+    ts.loop = loop
     ts.thread = _get_ident()
     ts.scope = None
     ts.hooked = False
@@ -1297,7 +1303,7 @@ class CancellationScope:
         try:
             ts = holder._cancelscope_state
         except AttributeError:
-            ts = _get_state(task) or _new_state(task)
+            ts = _get_state(task) or _new_state(task, _task_loop())
         parent = ts.scope
         self._task = task
         self._ts = ts
@@ -1346,7 +1352,7 @@ class CancellationScope:
         try:
             ts = holder._cancelscope_state
         except AttributeError:
-            ts = _get_state(task) or _new_state(task)
+            ts = _get_state(task) or _new_state(task, _task_loop())
         parent = ts.scope
         self._task = task
         self._ts = ts
@@ -1610,7 +1616,7 @@ class CancellationScope:
             # As TaskGroup, trio and anyio: a failing body stops the children.
             self._own_request(_Request(self, f"the scope's body raised {type(exc).__name__}"))
         foreign: BaseException | None = None
-        loop = task.get_loop()
+        loop = self._ts.loop  # task.get_loop(), without a method call on the task
         x = _extra(self)  # (it has children)
         while x.children:
             fut = x.exit_fut = loop.create_future()
@@ -1828,7 +1834,7 @@ class CancellationScope:
 
     def _start_deadline(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
         """Entry of a scope with a timeout or deadline: _arm_deadline, reading the clock once."""
-        loop = ts.loop  # task.get_loop(), without a method call on the task
+        loop = ts.loop  # task.get_loop(), without a method call on the task (~450 instructions)
         now = loop.time()
         timeout = self._timeout
         if timeout is not None:

@@ -273,9 +273,9 @@ def spawn(
             f"cannot spawn into {self!r}: it was entered with plain `with`; "
             "use `async with` for a scope that owns child tasks"
         )
-    task = self._task
-    assert task is not None
-    loop = task.get_loop()
+    # The host task's loop, from its state (task.get_loop() is a method call
+    # on the task, about 450 instructions on 3.13).
+    loop = self._ts.loop
     if asyncio._get_running_loop() is not loop:
         _scope._close_if_coroutine(fn)
         raise RuntimeError(
@@ -334,7 +334,7 @@ async def _child_main(
     task = _scope._current_task(handle._loop)
     assert task is not None
     # The child's task is new: it has no state yet.
-    ts = _scope._new_state(task)
+    ts = _scope._new_state(task, handle._loop)
     ts.scope = scope
     scope._ts = ts
     # Enter the hidden scope with the owner as parent (as __aenter__ does; a
