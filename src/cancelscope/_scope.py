@@ -785,14 +785,15 @@ def _check_time(value: object, what: str) -> float | None:
 class _Extra:
     """The fields of a scope that only change once it is cancelled, spawns or is watched.
 
-    Made by `_extra` on first need. Once the scope is entered, only its loop
+    Made by `_extra` on first need. Once the scope is entered, its loop
     thread makes it (every other thread hands its work to the loop). Before
     entry, ``cancel()`` and a linked token firing outside any loop run in the
-    caller's thread, so `_extra` makes it under a lock while the scope is
-    not entered yet (only then: the lock would cost a fired timeout about
-    2% more instructions), and such a caller records nothing but its
-    request (`CancellationScope._cancel_unentered`). Each field is then written on its own, as the
-    attributes of an instance dictionary were. ``scope.token``, made from
+    caller's thread, so `_extra` makes it under a lock while the scope is not
+    entered yet (only then: the lock would cost a fired timeout about 2% more
+    instructions), and such a caller records nothing but its request
+    (`CancellationScope._cancel_unentered`; one that raced the entry may make
+    it just after, see `_extra`). Each field is then written on its own, as
+    the attributes of an instance dictionary were. ``scope.token``, made from
     any thread on the first read of a scope's token, is a slot of the scope
     rather than a field here, which keeps that path off this lock.
     """
