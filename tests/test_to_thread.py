@@ -371,3 +371,48 @@ async def test_to_thread_inside_gather_is_cancelled_with_its_siblings() -> None:
     with pytest.raises(ValueError, match="sibling failed"):
         await cs.gather(cs.to_thread(work), fail_when_started())
     assert record == ["thread stopped"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["same scope", "inner scope", "spawned child"])
+async def test_an_on_cancel_callback_of_any_enclosing_scope_finds_the_thread_token_fired(
+    where: str,
+) -> None:
+    """The thread's token fires before any on_cancel callback runs, of its scope or one around it.
+
+    A callback that wakes the thread (``on_cancel(conn.interrupt)``) must find the thread's
+    token fired, also when to_thread runs in a scope nested in the one with the callback.
+    """
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    release = threading.Event()
+    tokens: list[cs.CancelToken | None] = []
+    seen: list[bool] = []
+
+    def blocking() -> None:
+        tokens.append(cs.current_token())
+        loop.call_soon_threadsafe(started.set)
+        release.wait(GUARD)
+
+    def interrupt() -> None:  # what conn.interrupt() stands for: it wakes the thread
+        token = tokens[0]
+        assert token is not None
+        seen.append(token.cancelled)
+        release.set()
+
+    async def cancel_once_started(scope: cs.CancellationScope) -> None:
+        await started.wait()
+        scope.cancel("stop")
+
+    async with cs.move_on_after(None, name="outer") as outer:
+        outer.on_cancel(interrupt)
+        outer.spawn(cancel_once_started, outer)
+        if where == "same scope":
+            await cs.to_thread(blocking)
+        elif where == "inner scope":
+            async with cs.cancellable(name="inner"):
+                await cs.to_thread(blocking)
+        else:
+            outer.spawn(cs.to_thread, blocking)
+    assert seen == [True]
+    assert outer.cancel_called

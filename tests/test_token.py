@@ -9,12 +9,14 @@ import math
 import pickle
 import sys
 import threading
+import time
 import weakref
 from typing import Any
 
 import pytest
 
 import cancelscope as cs
+from cancelscope import _token
 
 # A safety net against a broken implementation hanging the suite; never reached when it works.
 GUARD = 30.0
@@ -397,3 +399,69 @@ def test_after_with_a_huge_delay_keeps_the_timer_thread_alive() -> None:
     assert cs.CancelToken.after(0.001).wait_blocking(GUARD)
     assert not huge.cancelled
     huge.cancel()
+
+
+def test_failing_callback_outside_a_loop_with_the_default_hook(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With Python's own unraisablehook (which takes only its own argument type), the
+    report is written to stderr as that hook would, and the firing goes on."""
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    token = cs.CancelToken()
+    record: list[str] = []
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    token.add_callback(boom)
+    token.add_callback(lambda: record.append("after"))
+    token.cancel()
+    assert record == ["after"]
+    err = capsys.readouterr().err
+    assert f"exception in a callback of {token!r}" in err
+    assert "ValueError: boom" in err
+
+
+def test_a_system_exit_in_a_timer_callback_does_not_stop_the_other_timers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SystemExit from a callback of a timeout token is reported, and the timer thread
+    goes on firing the other timeout tokens."""
+    reported: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    later = cs.CancelToken()
+    _token._timers.add(later, time.monotonic() + 0.05, "later")
+    first = cs.CancelToken()
+
+    def leave() -> None:
+        raise SystemExit(3)
+
+    first.add_callback(leave)
+    _token._timers.add(first, time.monotonic(), "first")  # due before `later`
+    assert first.wait_blocking(GUARD)
+    assert later.wait_blocking(GUARD)
+    assert later.reason == "later"
+    assert [type(r.exc_value) for r in reported] == [SystemExit]
+    assert reported[0].object is first
+
+
+def test_any_fired_while_it_attaches_to_a_later_source_leaves_nothing_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A source of CancelToken.any() firing (from another thread) while any() attaches to
+    the next source: the result unregisters from that source too."""
+    request = cs.CancelToken()
+    app = cs.CancelToken()  # long-lived
+    register = cs.CancelToken._register
+
+    def racing_register(self: cs.CancelToken, callback: Any, front: bool = False) -> object:
+        if self is app:
+            # What another thread does between any()'s attach to request and to app.
+            request.cancel("request over")
+        return register(self, callback, front)
+
+    monkeypatch.setattr(cs.CancelToken, "_register", racing_register)
+    combined = cs.CancelToken.any(request, app)
+    assert combined.cancelled
+    assert combined.reason == "request over"
+    assert _callback_count(app) == 0

@@ -380,6 +380,121 @@ async def test_child_token_failure_names_the_owning_scope() -> None:
     assert "child task 'worker'" in str(info.value)
 
 
+def test_token_fired_outside_any_loop_precancels_a_scope_made_in_a_closed_loop() -> None:
+    """A scope is bound to a loop only at entry: one made while a loop ran, whose token
+    fires after that loop closed, is pre-cancelled in the loop that enters it."""
+    token = cs.CancelToken()
+
+    async def make() -> cs.CancellationScope:
+        return cs.CancellationScope(token=token, name="made")
+
+    scope = asyncio.run(make())
+    token.cancel("fired with no loop")
+    assert scope.cancel_called
+
+    async def enter() -> None:
+        async with scope:
+            await asyncio.sleep(0)
+
+    with pytest.raises(cs.CancelledFailure, match="fired with no loop"):
+        asyncio.run(enter())
+    assert scope.cancelled_caught
+
+
+@pytest.mark.asyncio
+async def test_token_fired_from_a_thread_before_entry_precancels_at_once() -> None:
+    """A linked token fired from another thread before entry records the request in that
+    thread, as cancel() before entry does: no hand-over to the loop the scope was made in
+    (a scope is bound to a loop only when it is entered)."""
+    token = cs.CancelToken()
+    scope = cs.CancellationScope(token=token, name="early")
+    thread = threading.Thread(target=lambda: token.cancel("from a thread"))
+    thread.start()
+    thread.join(GUARD)  # the loop does not run meanwhile
+    assert not thread.is_alive()
+    assert scope.cancel_called
+    with pytest.raises(cs.CancelledFailure, match="from a thread"):
+        async with scope:
+            await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_on_cancel_system_exit_at_entry_leaves_the_tree_as_it_was() -> None:
+    """A SystemExit from on_cancel when a scope is entered below a cancelled parent: the
+    entry raises it, the scope counts as exited, and the parent is current again."""
+
+    def leave() -> None:
+        raise SystemExit(3)
+
+    outer = cs.cancellable(name="outer")
+    inner = cs.cancellable(name="inner")
+    inner.on_cancel(leave)
+    seen: list[object] = []
+
+    async def run() -> None:
+        async with outer:
+            outer.cancel("stop")
+            try:
+                async with inner:
+                    pytest.fail("the body must not run")
+            finally:
+                seen.append(cs.CancellationScope.current())
+
+    with pytest.raises(SystemExit):
+        await run()
+    assert seen == [outer]
+    assert not inner.active
+    assert not outer.active
+    assert cs.CancellationScope.current() is None
+
+
+@pytest.mark.asyncio
+async def test_on_cancel_system_exit_while_children_are_stopped_waits_for_them() -> None:
+    """A SystemExit from on_cancel when a failing body stops the children: the exit still
+    waits for every child (SPEC 5), then raises it."""
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+    child_done = asyncio.Event()
+
+    async def child() -> None:
+        async with cs.non_cancellable():
+            await release.wait()
+        child_done.set()
+
+    def leave() -> None:
+        loop.call_soon(release.set)  # the child can finish once the exit waits for it
+        raise SystemExit(3)
+
+    scope = cs.cancellable(name="S")
+
+    async def run() -> None:
+        async with scope:
+            scope.on_cancel(leave)
+            scope.spawn(child)
+            await asyncio.sleep(0)
+            raise ValueError("body fails")
+
+    with pytest.raises(SystemExit) as info:
+        await run()
+    assert child_done.is_set()
+    assert not scope.active
+    assert cs.CancellationScope.current() is None
+    assert isinstance(info.value.__context__, ValueError)
+
+
+@pytest.mark.asyncio
+async def test_current_token_in_a_loop_callback_is_none() -> None:
+    """A loop callback scheduled from inside a scope runs in a copy of the task's context
+    but in no scope: current_token() is None there, as CancellationScope.current() is."""
+    loop = asyncio.get_running_loop()
+    seen: asyncio.Future[tuple[object, object]] = loop.create_future()
+    async with cs.cancellable():
+        loop.call_soon(
+            lambda: seen.set_result((cs.CancellationScope.current(), cs.current_token()))
+        )
+        assert await seen == (None, None)
+
+
 @pytest.mark.asyncio
 @pytest.mark.all_loops
 async def test_current_token_in_asyncio_to_thread() -> None:

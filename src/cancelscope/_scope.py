@@ -46,7 +46,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, final, overload
 
 from ._exceptions import CancelledFailure, make_cancelled_failure, make_timeout_failure
-from ._token import CancelToken, _call_each
+from ._token import CancelToken, EarlyCallback, _call_each
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
@@ -554,11 +554,23 @@ def _reach(scope: CancellationScope, req: _Request) -> None:
 
 
 def _fire_tokens(req: _Request) -> None:
-    """Fire the tokens of the scopes ``req`` reached, outermost first."""
+    """Fire the tokens of the scopes ``req`` reached, outermost first.
+
+    Every token is marked fired before any callback runs, and the library's
+    own callbacks (`EarlyCallback`: a ``to_thread`` thread's token) run before any
+    user callback, of any of these scopes.
+    """
     hooked, req.hooked = req.hooked, None
-    # A KeyboardInterrupt/SystemExit from a callback goes on once every token has fired.
-    tokens = [scope._token for scope in hooked or ()]
-    _call_each([partial(token._fire_request, req) for token in tokens if token is not None])
+    early: list[Callable[[], object]] = []
+    late: list[Callable[[], object]] = []
+    for scope in hooked or ():
+        token = scope._token
+        if token is not None:
+            run = token._run_callback
+            for callback in token._claim(req.reason, req, None):
+                (early if type(callback) is EarlyCallback else late).append(partial(run, callback))
+    # A KeyboardInterrupt/SystemExit from a callback goes on once every callback has run.
+    _call_each(early + late)
 
 
 def _carry(top: CancellationScope, req: _Request) -> None:
@@ -1246,16 +1258,15 @@ class CancellationScope:
         return self.token.add_callback(callback)
 
     def _cancel_by_token(self, token: CancelToken) -> None:
-        """The token passed as ``token=`` fired (in this scope's loop, or before entry)."""
-        if self._state is _EXITED:
-            return
+        """The token passed as ``token=`` fired; in this scope's loop, once entered."""
+        if self._state is not _EXITED:  # (it may have exited since it was handed over)
+            self._own_request(self._token_request(token))
+
+    def _token_request(self, token: CancelToken) -> _Request:
+        """The request on this scope for its linked token, which has fired."""
         req = token._request
         deadline = req.deadline if req is not None else token._deadline
-        if self._task is None:
-            # Not entered (yet): maybe in another thread than the entry's.
-            self._cancel_unentered(_Request(self, token._reason, deadline))
-        else:
-            self._own_request(_Request(self, token._reason, deadline))
+        return _Request(self, token._reason, deadline)
 
     def _reached(self) -> _Request | None:
         """The first request that reached this scope, or None (see _reach)."""
@@ -1538,9 +1549,19 @@ class CancellationScope:
                 self._cancelled_by = own
         if self._cancelled_by is not None:
             _schedule(task, ts)
-        for req in (inherited, own):
-            if req is not None and req.hooked is not None:
-                _fire_tokens(req)
+        try:
+            for req in (inherited, own):
+                if req is not None and req.hooked is not None:
+                    _fire_tokens(req)
+        except BaseException:
+            # A KeyboardInterrupt/SystemExit from an on_cancel callback (the
+            # others are reported, not raised). The entry raises it, so no exit
+            # will run: leave the scope as if it had exited at once.
+            self._state = _EXITED
+            self._task = None
+            ts.scope = None if self._hidden else parent
+            self._detach_token()
+            raise
     def _closing(self, exc_type: type[BaseException] | None) -> bool:
         """A coroutine closed outside its task (GeneratorExit): leave the scope quietly.
 
@@ -1613,9 +1634,17 @@ class CancellationScope:
     ) -> BaseException | None:
         """Wait until every child has finished; return a foreign CancelledError caught meanwhile."""
         self._state = _EXITING
+        # A KeyboardInterrupt/SystemExit from an on_cancel callback fired by a
+        # request below: raised once the children have finished (SPEC 5).
+        interrupt: BaseException | None = None
         if exc is not None:
             # As TaskGroup, trio and anyio: a failing body stops the children.
-            self._own_request(_Request(self, f"the scope's body raised {type(exc).__name__}"))
+            try:
+                self._own_request(
+                    _Request(self, f"the scope's body raised {type(exc).__name__}")
+                )
+            except BaseException as err:
+                interrupt = err
         foreign: BaseException | None = None
         loop = self._ts.loop  # task.get_loop(), without a method call on the task
         x = _extra(self)  # (it has children)
@@ -1632,11 +1661,23 @@ class CancellationScope:
                 # stop the children, keep waiting, re-raise it afterwards.
                 if foreign is None:
                     foreign = err
-                self._own_request(
-                    _Request(self, "the host task was cancelled while waiting for children")
-                )
+                try:
+                    self._own_request(
+                        _Request(self, "the host task was cancelled while waiting for children")
+                    )
+                except BaseException as err2:
+                    if interrupt is None:
+                        interrupt = err2
         x.exit_fut = None
         self._state = _ENTERED
+        if interrupt is not None:
+            # It wins over the exit's own outcome, which becomes its context.
+            try:
+                self._finish(task, self._ts, type(exc) if exc is not None else None, exc)
+            except BaseException as outcome:
+                if interrupt.__context__ is None:
+                    interrupt.__context__ = outcome
+            raise interrupt
         return foreign
 
     def _finish(
@@ -2214,13 +2255,11 @@ class _TokenLink:
     linked scope is freed like any other; the scope removes it at exit.
     """
 
-    __slots__ = ("key", "loop", "scope", "token")
+    __slots__ = ("key", "scope", "token")
 
     def __init__(self, scope: CancellationScope, token: CancelToken) -> None:
         self.scope = weakref.ref(scope)
         self.token = weakref.ref(token)
-        # Where a token fired before entry delivers (None outside a loop).
-        self.loop = _get_running_loop()
         self.key: object | None = None
 
     @staticmethod
@@ -2249,8 +2288,15 @@ class _TokenLink:
         if scope is None or token is None:
             return
         task = scope._task
-        loop = task.get_loop() if task is not None else self.loop
-        if loop is not None and _get_running_loop() is not loop:
+        if task is None:
+            # Not entered (yet), in whatever thread: as cancel() before entry,
+            # which is safe against an entry under way in another thread. (No
+            # loop to hand it to: a scope is bound to a loop only at entry.)
+            if scope._state is not _EXITED:
+                scope._cancel_unentered(scope._token_request(token))
+            return
+        loop = task.get_loop()
+        if _get_running_loop() is not loop:
             # Another thread: hand it to the scope's loop, as cancel() does.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(scope._cancel_by_token, token)

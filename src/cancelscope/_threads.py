@@ -16,12 +16,11 @@ import math
 import sys
 from asyncio import CancelledError
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _scope
 from ._exceptions import CancelledFailure
-from ._token import CancelToken
+from ._token import CancelToken, EarlyCallback
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -48,14 +47,19 @@ def current_token() -> CancelToken | None:
     call's token, which also fires when the caller is cancelled natively. In
     a thread started by ``asyncio.to_thread`` (which copies the context): the
     token of the calling task's current scope. Elsewhere (a thread started
-    otherwise, ``loop.run_in_executor``): None.
+    otherwise, ``loop.run_in_executor``, a loop callback outside any task, as
+    for `CancellationScope.current`): None.
     """
     task: asyncio.Task[Any] | None
     try:
         task = asyncio.current_task()
-    except RuntimeError:  # no running loop in this thread
-        task = None
-    if task is not None:
+    except RuntimeError:  # no running loop in this thread: a worker thread, maybe
+        pass
+    else:
+        if task is None:
+            # A loop callback: it may run in a copy of a task's context, but it
+            # is in no scope.
+            return None
         ts = _scope._get_state(task)
         scope = ts.scope if ts is not None else None
         return scope.token if scope is not None else None
@@ -121,10 +125,11 @@ async def to_thread(
         await asyncio.sleep(0)
     token = CancelToken()
     # Told at once, in the cancel() call, when the scope becomes effectively
-    # cancelled, and before the scope's own callbacks (on_cancel(conn.interrupt)
-    # must find the thread's token fired). A shield reached from outside is
+    # cancelled, and before any on_cancel callback of this scope or one around
+    # it (on_cancel(conn.interrupt) must find the thread's token fired: see
+    # EarlyCallback). A shield reached from outside is
     # not cancelled: then only the delivery below fires the token.
-    key = scope.token._register(partial(_follow, scope, token), front=True) if scope else None
+    key = scope.token._register(EarlyCallback(_follow, scope, token), front=True) if scope else None
     ctx = contextvars.copy_context()
     ctx.run(_thread_token.set, token)
 

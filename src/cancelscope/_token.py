@@ -21,6 +21,7 @@ import math
 import sys
 import threading
 import time
+import traceback
 import types
 import weakref
 from collections.abc import Callable, Iterable
@@ -56,7 +57,18 @@ def _call_each(calls: Iterable[Callable[[], object]]) -> None:
             del interrupt
 
 
-def _report(exc: Exception, message: str, source: object) -> None:
+class EarlyCallback(partial[Any]):
+    """A library callback that runs before the user callbacks of every token fired with it.
+
+    When a request fires the tokens of several nested scopes (`_scope._fire_tokens`),
+    ``to_thread`` must have fired the thread's own token before any ``on_cancel``
+    callback, of whichever scope, wakes that thread.
+    """
+
+    __slots__ = ()
+
+
+def _report(exc: BaseException, message: str, source: object) -> None:
     """Report an exception raised by a callback without letting it break the firing.
 
     In a thread running an event loop, through the loop's exception handler
@@ -67,16 +79,27 @@ def _report(exc: Exception, message: str, source: object) -> None:
     if loop is not None:
         loop.call_exception_handler({"message": message, "exception": exc, "token": source})
         return
-    hook: Any = sys.unraisablehook  # takes any object with these attributes
-    hook(
-        types.SimpleNamespace(
-            exc_type=type(exc),
-            exc_value=exc,
-            exc_traceback=exc.__traceback__,
-            err_msg=message,
-            object=source,
+    hook: Any = sys.unraisablehook
+    if hook is sys.__unraisablehook__:
+        # The default hook (in C) takes only the interpreter's own argument
+        # type, which Python code cannot make: write what it would write.
+        with contextlib.suppress(Exception):  # no stderr left (interpreter exit)
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            sys.stderr.write(f"{message}: {source!r}\n{text}")
+            sys.stderr.flush()
+        return
+    # A hook set by the application or a test runner: written in Python, it
+    # takes any object with these attributes.
+    with contextlib.suppress(Exception):  # as the interpreter does with a failing hook
+        hook(
+            types.SimpleNamespace(
+                exc_type=type(exc),
+                exc_value=exc,
+                exc_traceback=exc.__traceback__,
+                err_msg=message,
+                object=source,
+            )
         )
-    )
 
 
 @final
@@ -247,9 +270,23 @@ class CancelToken:
     def _fire(
         self, reason: str | None, request: _Request | None, deadline: float | None
     ) -> None:
+        callbacks = self._claim(reason, request, deadline)
+        if callbacks:
+            run = self._run_callback
+            _call_each([partial(run, callback) for callback in callbacks])
+
+    def _claim(
+        self, reason: str | None, request: _Request | None, deadline: float | None
+    ) -> list[Callable[[], object]]:
+        """Mark the token fired and wake its waiters; return the callbacks to run.
+
+        Empty if it had fired already. `_fire` runs them; firing several
+        tokens at once (`_scope._fire_tokens`) claims all of them first, then
+        runs every token's `EarlyCallback` callbacks before any other.
+        """
         with self._lock:
             if self._cancelled:
-                return
+                return []
             self._reason = reason
             self._request = request
             if deadline is not None:
@@ -265,9 +302,7 @@ class CancelToken:
             _timers.discard(timer)
         for forward in forwards or ():
             forward.detach()
-        if callbacks:
-            run = self._run_callback
-            _call_each([partial(run, callback) for callback in callbacks.values()])
+        return list(callbacks.values()) if callbacks else []
 
     def _adopt(self, source: CancelToken) -> None:
         """Fire with ``source``'s reason and failure (``source`` has fired)."""
@@ -430,7 +465,13 @@ class _Forward:
         self.key: object | None = None
 
     def attach(self, source: CancelToken) -> None:
-        self.key = source._register(self)
+        key = self.key = source._register(self)
+        if key is not None:
+            target = self.target()
+            if target is None or target._cancelled:
+                # The result fired (another source, from another thread) while
+                # this was registering: its detach could not see the key yet.
+                self.detach()
 
     def detach(self) -> None:
         key, self.key = self.key, None
@@ -516,7 +557,13 @@ class _Timers:
             with token._lock:
                 if token._timer is entry:
                     token._timer = None
-            token._fire(entry[3], None, when)
+            try:
+                token._fire(entry[3], None, when)
+            except BaseException as exc:
+                # A KeyboardInterrupt/SystemExit from a callback (the others
+                # are reported by _fire): there is nobody here to raise it to,
+                # and this thread must go on firing the other tokens.
+                _report(exc, f"exception in a callback of {token!r}, fired by its timer", token)
 
 
 _timers = _Timers()
