@@ -401,3 +401,43 @@ async def test_helpers_nest_in_one_tree() -> None:
 
         (parent,) = await cs.gather(parent_of_current())
         assert parent is outer
+
+
+# --------------------------------------------------------------------------- all three
+
+
+async def _cleanup_fails(started: asyncio.Event) -> None:
+    try:
+        started.set()
+        await forever()
+    except asyncio.CancelledError:
+        raise OSError("cleanup failed") from None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("helper", [cs.gather, cs.race, cs.first_success])
+async def test_a_cleanup_error_during_a_native_cancel_is_not_lost(helper: Any) -> None:
+    """task.cancel() on the caller: an awaitable whose cleanup fails has its error raised,
+    not the CancelledError (as gather always did)."""
+    started = asyncio.Event()
+    task = asyncio.create_task(helper(_cleanup_fails(started), forever()))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(OSError, match="cleanup failed"):
+        await task
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("helper", [cs.gather, cs.race, cs.first_success])
+async def test_a_cleanup_error_when_an_enclosing_scope_cancels_is_not_lost(helper: Any) -> None:
+    """An enclosing scope's cancellation: an awaitable whose cleanup fails has its error
+    raised, not the scope's CancelledFailure."""
+    started = asyncio.Event()
+
+    async def body() -> None:
+        async with cs.cancellable() as outer:
+            outer.spawn(cancel_scope_when, started, outer)
+            await helper(_cleanup_fails(started), forever())
+
+    with pytest.raises(OSError, match="cleanup failed"):
+        await body()

@@ -95,6 +95,15 @@ class _Call:
         self.value: Any = _MISSING
         self.errors: list[BaseException | None] = [None] * len(labels)
 
+    @property
+    def stopping(self) -> bool:
+        """The awaitables are being cancelled: a winner was chosen, or the caller was cancelled.
+
+        An error raised from then on comes from an awaitable's cleanup, and is
+        never dropped: it is raised as a failure of the helper's scope.
+        """
+        return self.decided or self.scope._cancelled_by is not None
+
     def decide(self, index: int, won: bool, value: Any) -> None:
         self.decided = True
         self.won = won
@@ -219,8 +228,8 @@ async def race(*aws: Awaitable[T]) -> T:
             call.decide(index, True, value)
 
     def on_error(index: int, exc: BaseException) -> None:
-        if call.decided:
-            raise exc  # a loser's cleanup failed: report it
+        if call.stopping:
+            raise exc  # a loser's cleanup (or one cancelled with the caller) failed: report it
         winner_error.append(exc)
         call.decide(index, False, None)
 
@@ -251,8 +260,8 @@ async def first_success(*aws: Awaitable[T]) -> T:
             call.decide(index, True, value)
 
     def on_error(index: int, exc: BaseException) -> None:
-        if call.decided or not isinstance(exc, Exception):
-            raise exc
+        if call.stopping or not isinstance(exc, Exception):
+            raise exc  # cleanup after a success or a cancellation, or KeyboardInterrupt
         call.errors[index] = exc
 
     failures = await call.run(checked, on_result, on_error)
