@@ -138,6 +138,51 @@ def test_grace_period_escalates() -> None:
         )
 
 
+CHILDREN_STUCK_IN_SHIELDS = """
+async def stuck(label, ready):
+    try:
+        ready.set()
+        await asyncio.Event().wait()
+    finally:
+        async with cs.non_cancellable():
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError as exc:
+                say(label, "interrupted:", exc)
+                raise
+
+async def parent_of(label, ready):
+    async with cs.cancellable() as scope:
+        scope.spawn(stuck, label, ready)
+        await asyncio.Event().wait()
+
+async def main():
+    ready = [asyncio.Event() for _ in range(2)]
+    async with cs.cancellable() as scope:
+        scope.spawn(stuck, "child", ready[0])
+        async with cs.cancellable() as inner:  # a grandchild, below a nested scope
+            inner.spawn(parent_of, "grandchild", ready[1])
+            for event in ready:
+                await event.wait()
+            say("ready")
+            await asyncio.Event().wait()
+"""
+
+
+def test_escalation_reaches_the_child_tasks_below_the_scope() -> None:
+    """Escalation cancels natively every task running below the root scope, not only main:
+    a child or grandchild stuck in a shielded cleanup cannot outlast the grace period."""
+    with child(CHILDREN_STUCK_IN_SHIELDS + "cs.run(main, grace=0.01)") as proc:
+        proc.expect("ready")
+        proc.send(signal.SIGTERM)
+        assert proc.wait() == 143
+        interrupted = sorted(line for line in proc.lines if "interrupted" in line)
+        assert interrupted == [
+            "child interrupted: cancelscope: the grace period of 0.01s ran out",
+            "grandchild interrupted: cancelscope: the grace period of 0.01s ran out",
+        ]
+
+
 def test_third_signal_exits_at_once() -> None:
     """After escalation a further signal ends the process even while the loop is blocked."""
     body = """

@@ -30,6 +30,7 @@ from contextlib import AbstractAsyncContextManager
 from types import FrameType, TracebackType
 from typing import Any, TypeVar, cast
 
+from . import _scope
 from ._exceptions import CancelledFailure
 from ._scope import CancellationScope
 
@@ -290,8 +291,8 @@ class _SignalShutdown:
         assert loop is not None
         assert task is not None
         _logger.warning(
-            "cancelscope: %s during shutdown; cancelling %r natively (shields no longer "
-            "hold); another signal exits at once",
+            "cancelscope: %s during shutdown; cancelling %r and the tasks below its scope "
+            "natively (shields no longer hold); another signal exits at once",
             why,
             task.get_name(),
         )
@@ -300,8 +301,12 @@ class _SignalShutdown:
             if not self._fallback:
                 loop.remove_signal_handler(sig)
             signal.signal(sig, self._hard_exit)
-        if not task.done():
-            task.cancel(f"cancelscope: {why}")
+        # The host and every task running below the scope (the child tasks of
+        # its scopes, and theirs): a shielded cleanup in a child would
+        # otherwise keep the host's exit waiting past the grace period.
+        message = f"cancelscope: {why}"
+        for other in _tasks_below(self._scope, loop, task):
+            other.cancel(message)
 
     def _hard_exit(self, signum: int, frame: FrameType | None) -> None:
         """Stage 3 (a plain signal handler): end the process now."""
@@ -309,6 +314,28 @@ class _SignalShutdown:
             os.write(2, f"cancelscope: {signal.Signals(signum).name} again; exiting now\n".encode())
         _flush_stdio()
         os._exit(self.exit_code or 128 + signum)
+
+
+def _tasks_below(
+    scope: CancellationScope, loop: asyncio.AbstractEventLoop, host: asyncio.Task[Any]
+) -> list[asyncio.Task[Any]]:
+    """``host`` and the started tasks whose current scope is inside ``scope``, not done.
+
+    A child that has not started yet is left out: it holds no cleanup yet, and
+    its first step meets the scope's own cancellation.
+    """
+    found = [host] if not host.done() else []
+    for task in asyncio.all_tasks(loop):
+        if task is host:
+            continue
+        state = _scope._get_state(task)
+        current = state.scope if state is not None else None
+        while current is not None:
+            if current is scope:
+                found.append(task)
+                break
+            current = current._parent
+    return found
 
 
 def shutdown_on_signals(
