@@ -1299,3 +1299,31 @@ async def test_plain_task_created_by_a_child_is_not_a_child() -> None:
     assert not grandchildren[0].done()
     release.set()
     assert await grandchildren[0] == "survived"
+
+
+@pytest.mark.asyncio
+@pytest.mark.all_loops
+async def test_child_task_cancelled_natively_before_its_first_step() -> None:
+    """task.cancel() on a child's task before it ever ran (a shutdown loop over
+    asyncio.all_tasks(), say): the child counts as cancelled and the scope's exit does not
+    wait for it for ever."""
+    ran: list[str] = []
+
+    async def child() -> None:
+        ran.append("child ran")
+
+    host = asyncio.current_task()
+    async with cs.cancellable() as scope:
+        handle = scope.spawn(child)
+        if not handle.done():  # (with an eager task factory it has already run)
+            for task in asyncio.all_tasks():
+                if task is not host:
+                    task.cancel()
+    assert handle.done()
+    if ran:
+        assert handle.result() is None
+    else:
+        assert handle.cancelled()
+        with pytest.raises(cs.CancelledFailure, match="was cancelled"):
+            await handle
+    assert not scope.cancel_called

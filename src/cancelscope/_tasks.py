@@ -302,6 +302,9 @@ def spawn(
     # may run, and even finish, inside create_task().
     children[handle] = None
     main = _child_main(self, handle, coro)
+    # Started here, up to its first line (see _prime): a task cancelled
+    # before its first step then still runs _child_main's bookkeeping.
+    main.send(None)
     try:
         loop.create_task(main, name=label)
     except BaseException:
@@ -319,6 +322,41 @@ def _outside(task: asyncio.Task[Any]) -> bool:
     return asyncio.current_task() is not task
 
 
+@types.coroutine
+def _prime() -> Generator[None, None, None]:
+    """Suspend once, without the loop: spawn() starts _child_main up to here.
+
+    A task cancelled before its first step gets the CancelledError thrown into
+    its coroutine; a coroutine that has not started yet raises it at once,
+    without running a line, so nothing would mark the handle done or take the
+    child off its scope, whose exit would then wait for ever. Started up to
+    this point, _child_main receives it here instead.
+    """
+    yield
+
+
+def _never_started(
+    owner: CancellationScope, handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any]
+) -> None:
+    """A child whose task was cancelled (or closed) before its first step: it is cancelled."""
+    coro.close()  # never started: no "never awaited" warning
+    handle._state = _CANCELLED
+    waiters = handle._waiters
+    if waiters:
+        handle._waiters = None
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+    x = owner._x
+    if x is None or not x.children or handle not in x.children:
+        return
+    del x.children[handle]
+    if not x.children:
+        exit_fut = x.exit_fut
+        if exit_fut is not None and not exit_fut.done():
+            exit_fut.set_result(None)
+
+
 async def _child_main(
     owner: CancellationScope, handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any]
 ) -> None:
@@ -328,6 +366,14 @@ async def _child_main(
     out here rather than called: this runs once per child, and each call
     would cost as much as what it does.
     """
+    try:
+        await _prime()  # where spawn() leaves it; the task's first step goes on from here
+    except BaseException:
+        # Cancelled (task.cancel() on the child's task) or closed before its
+        # first step: the child never ran; its handle says so.
+        _never_started(owner, handle, coro)
+        del owner, handle, coro
+        raise
     scope = handle._scope
     # With the loop given, no getpid() behind it before 3.12 (this runs in
     # the loop's thread).
