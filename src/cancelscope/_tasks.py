@@ -338,7 +338,10 @@ def _prime() -> Generator[None, None, None]:
 def _never_started(
     owner: CancellationScope, handle: TaskHandle[Any], coro: Coroutine[Any, Any, Any]
 ) -> None:
-    """A child whose task was cancelled (or closed) before its first step: it is cancelled."""
+    """A child whose task was cancelled (or closed) before its first step: it is cancelled.
+
+    (The end of `_child_main`, for a child that never ran: keep the two in step.)
+    """
     coro.close()  # never started: no "never awaited" warning
     handle._state = _CANCELLED
     waiters = handle._waiters
