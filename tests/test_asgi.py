@@ -349,6 +349,36 @@ def _body(data: bytes, more: bool) -> Message:
 
 
 @pytest.mark.asyncio
+async def test_read_ahead_of_empty_chunks_is_bounded() -> None:
+    """Empty body chunks count against max_body_buffer too (64 bytes a message), so a client
+    streaming them cannot grow the read-ahead queue without bound."""
+    messages = [_body(b"", True) for _ in range(200)] + [_body(b"end", False)]
+    server = FakeServer(*messages)
+    got: list[bytes] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await server.third.wait()  # let the receiver read ahead first
+        while True:
+            message = await receive()
+            server.record.append(("app got", message["body"]))
+            got.append(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body"})
+
+    await CancelOnDisconnect(app, max_body_buffer=640)(HTTP, server.receive, server.send)
+    assert got == [m["body"] for m in messages]
+    ahead = 0
+    most = 0
+    for entry in server.record:
+        assert isinstance(entry, tuple)
+        ahead += 1 if entry[0] == "server gave" else -1
+        most = max(most, ahead)
+    assert most == 10  # 10 messages of 64 bytes reach the 640-byte bound
+
+
+@pytest.mark.asyncio
 async def test_read_ahead_is_bounded() -> None:
     """The receiver reads at most max_body_buffer bytes ahead of the application, in order."""
     parts = [bytes([n]) * 1000 for n in range(10)]

@@ -67,6 +67,12 @@ def _seconds(value: object) -> float | None:
     return None if math.isinf(value) else float(value)
 
 
+# What one http.request message counts against max_body_buffer beyond its body: without
+# it, empty chunks (more_body=True, an HTTP/2 client's empty DATA frames) cost nothing
+# and the read-ahead queue would grow without bound.
+_MESSAGE_COST = 64
+
+
 def _byte_count(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"max_body_buffer must be a positive number of bytes, got {value!r}")
@@ -81,8 +87,9 @@ class CancelOnDisconnect:
     when the server reports ``http.disconnect`` before the response is complete, so the
     handler's awaits raise `CancelledError` and its ``finally`` blocks run. The request body
     reaches the application unchanged and in order; at most ``max_body_buffer`` bytes of it
-    are read ahead of the application (past that, the server's flow control applies and a
-    disconnect is noticed once the application reads on).
+    are read ahead of the application, each message counting 64 bytes more than its body so
+    that a stream of empty chunks is bounded too (past that, the server's flow control
+    applies and a disconnect is noticed once the application reads on).
 
     With ``timeout`` (seconds), the scope gets that deadline: if it passes before the
     response has started, the client gets a ``504 Gateway Timeout``; if the response has
@@ -233,7 +240,7 @@ class _Request:
                 message = await self._receive()
                 kind = message.get("type")
                 if kind == "http.request":
-                    self._buffered += len(message.get("body", b""))
+                    self._buffered += len(message.get("body", b"")) + _MESSAGE_COST
                 self._queue.append(message)
                 self._readable.set()
                 if kind == "http.disconnect":
@@ -264,7 +271,7 @@ class _Request:
             await self._readable.wait()
         message = queue.popleft()
         if message.get("type") == "http.request":
-            self._buffered -= len(message.get("body", b""))
+            self._buffered -= len(message.get("body", b"")) + _MESSAGE_COST
             self._reader_moved.set()
         return message
 
