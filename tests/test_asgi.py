@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -348,42 +348,11 @@ def _body(data: bytes, more: bool) -> Message:
     return {"type": "http.request", "body": data, "more_body": more}
 
 
-@pytest.mark.asyncio
-async def test_read_ahead_of_empty_chunks_is_bounded() -> None:
-    """Empty body chunks count against max_body_buffer too (64 bytes a message), so a client
-    streaming them cannot grow the read-ahead queue without bound."""
-    messages = [_body(b"", True) for _ in range(200)] + [_body(b"end", False)]
-    server = FakeServer(*messages)
-    got: list[bytes] = []
-
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        await server.third.wait()  # let the receiver read ahead first
-        while True:
-            message = await receive()
-            server.record.append(("app got", message["body"]))
-            got.append(message["body"])
-            if not message["more_body"]:
-                break
-        await send({"type": "http.response.start", "status": 200})
-        await send({"type": "http.response.body"})
-
-    await CancelOnDisconnect(app, max_body_buffer=640)(HTTP, server.receive, server.send)
-    assert got == [m["body"] for m in messages]
-    ahead = 0
-    most = 0
-    for entry in server.record:
-        assert isinstance(entry, tuple)
-        ahead += 1 if entry[0] == "server gave" else -1
-        most = max(most, ahead)
-    assert most == 10  # 10 messages of 64 bytes reach the 640-byte bound
-
-
-@pytest.mark.asyncio
-async def test_read_ahead_is_bounded() -> None:
-    """The receiver reads at most max_body_buffer bytes ahead of the application, in order."""
-    parts = [bytes([n]) * 1000 for n in range(10)]
-    server = FakeServer(*(_body(p, n < 9) for n, p in enumerate(parts)))
-    got: list[bytes] = []
+def _reading_app(
+    server: FakeServer, got: list[bytes]
+) -> Callable[[Scope, Any, Any], Awaitable[None]]:
+    """An application that lets the receiver read ahead, then reads the whole body into
+    ``got`` (noting each read in ``server.record``) and answers 200."""
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         await server.third.wait()  # the receiver runs concurrently: let it read ahead first
@@ -396,14 +365,44 @@ async def test_read_ahead_is_bounded() -> None:
         await send({"type": "http.response.start", "status": 200})
         await send({"type": "http.response.body"})
 
-    await CancelOnDisconnect(app, max_body_buffer=2500)(HTTP, server.receive, server.send)
-    assert got == parts
+    return app
+
+
+def _most_read_ahead(server: FakeServer) -> int:
+    """The most messages the server had given and the application not yet read."""
     ahead = 0
     most = 0
     for entry in server.record:
         assert isinstance(entry, tuple)
         ahead += 1 if entry[0] == "server gave" else -1
         most = max(most, ahead)
+    return most
+
+
+@pytest.mark.asyncio
+async def test_read_ahead_of_empty_chunks_is_bounded() -> None:
+    """Empty body chunks count against max_body_buffer too (64 bytes a message), so a client
+    streaming them cannot grow the read-ahead queue without bound."""
+    messages = [_body(b"", True) for _ in range(200)] + [_body(b"end", False)]
+    server = FakeServer(*messages)
+    got: list[bytes] = []
+    app = _reading_app(server, got)
+    await CancelOnDisconnect(app, max_body_buffer=640)(HTTP, server.receive, server.send)
+    assert got == [m["body"] for m in messages]
+    most = _most_read_ahead(server)
+    assert most == 10  # 10 messages of 64 bytes reach the 640-byte bound
+
+
+@pytest.mark.asyncio
+async def test_read_ahead_is_bounded() -> None:
+    """The receiver reads at most max_body_buffer bytes ahead of the application, in order."""
+    parts = [bytes([n]) * 1000 for n in range(10)]
+    server = FakeServer(*(_body(p, n < 9) for n, p in enumerate(parts)))
+    got: list[bytes] = []
+    app = _reading_app(server, got)
+    await CancelOnDisconnect(app, max_body_buffer=2500)(HTTP, server.receive, server.send)
+    assert got == parts
+    most = _most_read_ahead(server)
     assert most == 3  # 3000 bytes read before the 2500-byte bound stopped the receiver
 
 

@@ -45,6 +45,20 @@ def _callback_count(token: cs.CancelToken) -> int:
     return 0 if callbacks is None else len(callbacks)
 
 
+def _cancel_with_a_failing_callback(token: cs.CancelToken) -> list[str]:
+    """Cancel ``token``, whose first callback raises ValueError("boom"); return what the
+    callback registered after it recorded."""
+    record: list[str] = []
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    token.add_callback(boom)
+    token.add_callback(lambda: record.append("after"))
+    token.cancel()
+    return record
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -145,15 +159,7 @@ def test_failing_callback_outside_a_loop_goes_to_unraisablehook(
     reported: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", reported.append)
     token = cs.CancelToken()
-    record: list[str] = []
-
-    def boom() -> None:
-        raise ValueError("boom")
-
-    token.add_callback(boom)
-    token.add_callback(lambda: record.append("after"))
-    token.cancel()
-    assert record == ["after"]
+    assert _cancel_with_a_failing_callback(token) == ["after"]
     assert [type(r.exc_value) for r in reported] == [ValueError]
     assert "exception in a callback" in reported[0].err_msg
     assert reported[0].object is token
@@ -166,15 +172,7 @@ async def test_failing_callback_in_a_loop_goes_to_exception_handler() -> None:
     contexts: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: contexts.append(context))
     token = cs.CancelToken()
-    record: list[str] = []
-
-    def boom() -> None:
-        raise ValueError("boom")
-
-    token.add_callback(boom)
-    token.add_callback(lambda: record.append("after"))
-    token.cancel()
-    assert record == ["after"]
+    assert _cancel_with_a_failing_callback(token) == ["after"]
     assert [type(c["exception"]) for c in contexts] == [ValueError]
     assert contexts[0]["token"] is token
 
@@ -408,15 +406,7 @@ def test_failing_callback_outside_a_loop_with_the_default_hook(
     report is written to stderr as that hook would, and the firing goes on."""
     monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
     token = cs.CancelToken()
-    record: list[str] = []
-
-    def boom() -> None:
-        raise ValueError("boom")
-
-    token.add_callback(boom)
-    token.add_callback(lambda: record.append("after"))
-    token.cancel()
-    assert record == ["after"]
+    assert _cancel_with_a_failing_callback(token) == ["after"]
     err = capsys.readouterr().err
     assert f"exception in a callback of {token!r}" in err
     assert "ValueError: boom" in err

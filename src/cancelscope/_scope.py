@@ -1639,12 +1639,7 @@ class CancellationScope:
         interrupt: BaseException | None = None
         if exc is not None:
             # As TaskGroup, trio and anyio: a failing body stops the children.
-            try:
-                self._own_request(
-                    _Request(self, f"the scope's body raised {type(exc).__name__}")
-                )
-            except BaseException as err:
-                interrupt = err
+            interrupt = self._stop_children(f"the scope's body raised {type(exc).__name__}")
         foreign: BaseException | None = None
         loop = self._ts.loop  # task.get_loop(), without a method call on the task
         x = _extra(self)  # (it has children)
@@ -1661,13 +1656,11 @@ class CancellationScope:
                 # stop the children, keep waiting, re-raise it afterwards.
                 if foreign is None:
                     foreign = err
-                try:
-                    self._own_request(
-                        _Request(self, "the host task was cancelled while waiting for children")
-                    )
-                except BaseException as err2:
-                    if interrupt is None:
-                        interrupt = err2
+                stopped = self._stop_children(
+                    "the host task was cancelled while waiting for children"
+                )
+                if interrupt is None:
+                    interrupt = stopped
         x.exit_fut = None
         self._state = _ENTERED
         if interrupt is not None:
@@ -1679,6 +1672,15 @@ class CancellationScope:
                     interrupt.__context__ = outcome
             raise interrupt
         return foreign
+
+    def _stop_children(self, reason: str) -> BaseException | None:
+        """A request on this scope while its exit waits for children; return, not raise,
+        a KeyboardInterrupt/SystemExit from an on_cancel callback (see _wait_children)."""
+        try:
+            self._own_request(_Request(self, reason))
+        except BaseException as err:
+            return err
+        return None
 
     def _finish(
         self,
