@@ -730,8 +730,7 @@ async def test_a_scope_that_is_never_cancelled_keeps_everything_in_its_slots() -
         async with scope, cs.CancellationScope() as inner:
             pass
         assert (scope._x, inner._x) == (None, None)
-    assert [s._mode.sync for s in made] == [True] * 3 + [False] * 3
-    assert [s._mode.raises for s in made] == [True] * 4 + [False] * 2
+    assert [s._raises for s in made] == [True] * 4 + [False] * 2
 
 
 @pytest.mark.asyncio

@@ -7,6 +7,7 @@ untouched, and a scope's own cancellation is never mistaken for somebody else's.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -1132,6 +1133,54 @@ def test_works_under_asyncio_runner() -> None:
     with Runner() as runner:
         assert runner.run(_runner_workload()) == EXPECTED_WORKLOAD
         assert runner.run(_runner_workload()) == EXPECTED_WORKLOAD
+
+
+def _python_task_loop() -> asyncio.AbstractEventLoop:
+    """A loop whose tasks are asyncio's pure-Python Task, not the C one."""
+    loop = asyncio.new_event_loop()
+    py_task: Any = asyncio.tasks._PyTask  # type: ignore[attr-defined]
+    loop.set_task_factory(lambda loop, coro, **kw: py_task(coro, loop=loop, **kw))
+    return loop
+
+
+@requires_311
+def test_works_with_pure_python_tasks() -> None:
+    """Entries count a pending foreign cancel on a task that is not the C asyncio.Task.
+
+    (The entry reads cancelling() through the C method's descriptor, which
+    refuses other task classes; it must fall back to the task's own method.)
+    """
+
+    async def main() -> list[str]:
+        task = current_task()
+        record = [f"C task: {type(task) is asyncio.Task}"]
+        task.cancel()  # a foreign request, caught and not withdrawn: cancelling() == 1
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            record.append("caught the foreign cancel")
+        for flavour in ("with", "async with"):
+            scope = cs.CancellationScope(raise_on_cancel=False)
+            if flavour == "with":
+                with scope:
+                    scope.cancel()
+                    await forever()
+            else:
+                async with scope:
+                    scope.cancel()
+                    await forever()
+            # Absorbed: the one foreign request counted at entry is not the scope's.
+            record.append(f"{flavour}: caught {scope.cancelled_caught}, count {cancelling(task)}")
+        uncancel(task)
+        return record
+
+    with Runner(loop_factory=_python_task_loop) as runner:
+        assert runner.run(main()) == [
+            "C task: False",
+            "caught the foreign cancel",
+            "with: caught True, count 1",
+            "async with: caught True, count 1",
+        ]
 
 
 @requires_312

@@ -379,10 +379,36 @@ async def test_entering_a_scope_bound_to_another_loop_raises() -> None:
         except RuntimeError:
             outcome.append("RuntimeError")
         outcome.append("current is None" if current() is None else "half-entered")
+        async with cs.cancellable(name="there") as there:
+            for enter in ("with", "async with"):
+                try:
+                    if enter == "with":
+                        with scope:
+                            outcome.append("entered")
+                    else:
+                        async with scope:
+                            outcome.append("entered")
+                except RuntimeError:
+                    outcome.append(f"{enter}: RuntimeError")
+                outcome.append(f"current is there: {current() is there}")
 
     _run_in_other_loop(other_loop)
-    assert outcome == ["RuntimeError", "current is None"]
+    assert outcome == [
+        "RuntimeError",
+        "current is None",
+        "with: RuntimeError",
+        "current is there: True",
+        "async with: RuntimeError",
+        "current is there: True",
+    ]
     assert not scope.active
+    assert scope.parent is None
+    # Nothing was left behind: the scope still enters, in its own loop.
+    async with cs.cancellable(name="home") as home:
+        async with scope:
+            assert current() is scope
+            assert scope.parent is home
+        assert current() is home
 
 
 @pytest.mark.asyncio

@@ -43,7 +43,7 @@ from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast, overload
 
 from ._exceptions import CancelledFailure, make_cancelled_failure, make_timeout_failure
 from ._token import CancelToken, EarlyCallback, _call_each
@@ -62,8 +62,35 @@ T = TypeVar("T")
 # count foreign cancel requests and falls back to recognising its messages.
 _HAS_COUNTS = sys.version_info >= (3, 11)
 _INF = math.inf
+# A scope's _timeout when it has an absolute deadline instead (set before
+# entry): one check at entry covers both. A NaN, which no caller can pass
+# (_check_time refuses it), told apart by identity.
+_ABSOLUTE = float("nan")
 
 _current_task = asyncio.current_task
+if TYPE_CHECKING:
+
+    class _HostTask(asyncio.Task[Any]):
+        """A task as the entries read it: with the attribute holding its state."""
+
+        _cancelscope_state: _TaskState
+
+else:
+    _HostTask = asyncio.Task
+# Task methods called through their descriptor, not looked up on the task: the
+# attribute cancelscope sets on a task gives it an instance dictionary, and on
+# 3.13 a method lookup on such a task is generic (~265 instructions more than
+# the call specialised on the descriptor). For a task that is not an
+# asyncio.Task the call raises TypeError, and the caller falls back to the method.
+def _call_cancelling(task: asyncio.Task[Any]) -> int:
+    return task.cancelling()
+
+
+_cancelling: Callable[[asyncio.Task[Any]], int] = (
+    cast("Callable[[asyncio.Task[Any]], int]", asyncio.Task[Any].cancelling)
+    if _HAS_COUNTS
+    else _call_cancelling
+)
 _get_running_loop = asyncio._get_running_loop
 # The same, where a task is running (so a loop is): typed without the None.
 _task_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio._get_running_loop  # type: ignore[assignment]
@@ -78,12 +105,15 @@ _Future = asyncio.Future
 class _State(enum.Enum):
     CREATED = "created"
     ENTERED = "entered"
+    # Entered with plain `with`: spawn refuses it, everything else is as ENTERED.
+    ENTERED_SYNC = "entered (with)"
     EXITING = "exiting"  # async exit waiting for children
     EXITED = "exited"
 
 
 _CREATED = _State.CREATED
 _ENTERED = _State.ENTERED
+_ENTERED_SYNC = _State.ENTERED_SYNC
 _EXITING = _State.EXITING
 _EXITED = _State.EXITED
 
@@ -293,6 +323,7 @@ def _new_state(task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> _Tas
         _fallback_used = True
         _fallback_states[task] = ts
     return ts
+
 
 
 # --------------------------------------------------------------------------- delivery
@@ -886,38 +917,6 @@ def _extra(scope: CancellationScope) -> _Extra:
 _extra_lock = threading.Lock()
 
 
-@final
-class _Mode:
-    """raise_on_cancel and the form of entry, in one slot of the scope.
-
-    Both are read rarely (an absorbing exit, a spawn), so they share a slot:
-    a scope is made with ``_RAISE`` or ``_QUIET``, and plain `with` swaps in
-    the ``sync`` twin, one slot read more at entry than a bool would cost.
-    """
-
-    __slots__ = ("raises", "sync", "synced")
-
-    raises: bool
-    # Entered with plain `with` (spawn refuses such a scope).
-    sync: bool
-    # The same mode, entered with plain `with`.
-    synced: _Mode
-
-    def __init__(self, raises: bool, sync: bool) -> None:
-        self.raises = raises
-        self.sync = sync
-        self.synced = self
-
-    def __repr__(self) -> str:
-        return f"<_Mode raises={self.raises} sync={self.sync}>"
-
-
-_RAISE = _Mode(True, False)
-_RAISE.synced = _Mode(True, True)
-_QUIET = _Mode(False, False)
-_QUIET.synced = _Mode(False, True)
-
-
 class CancellationScope:
     """A node in the tree of cancellable work; use it with ``async with``.
 
@@ -950,9 +949,11 @@ class CancellationScope:
         # Read by every entry (the parent's) and exit: slots.
         "_cancelled_by",
         "_deadline",
-        "_mode",
         "_name",
+        # Set at entry; unset before (read only on entered scopes, and by the
+        # parent property).
         "_parent",
+        "_raises",
         "_state",
         "_task",
         "_timeout",
@@ -964,6 +965,7 @@ class CancellationScope:
         # The host task's state, set at entry (and never unset: a task's
         # state never changes): an exit reads it here rather than with a
         # generic attribute lookup on the task (~360 instructions on 3.13).
+        # Unset before the first entry, which an exit takes as "never entered".
         "_ts",
         "_x",
     )
@@ -971,8 +973,8 @@ class CancellationScope:
     # Set by _init (the fields every scope has).
     _name: str | None
     _cancellable: bool
-    # raise_on_cancel, and whether the scope was entered with plain `with`.
-    _mode: _Mode
+    # raise_on_cancel.
+    _raises: bool
     # Seconds from entry, or None; turned into _deadline at entry.
     _timeout: float | None
     # Absolute loop time, inf for none. Set at entry, or by the setter.
@@ -1052,12 +1054,15 @@ class CancellationScope:
     def active(self) -> bool:
         """True from entry until the scope has exited (also while it waits for children)."""
         state = self._state
-        return state is _ENTERED or state is _EXITING
+        return state is _ENTERED or state is _ENTERED_SYNC or state is _EXITING
 
     @property
     def parent(self) -> CancellationScope | None:
         """The scope that was current when this one was entered (None before entry)."""
-        parent = self._parent
+        try:
+            parent = self._parent
+        except AttributeError:
+            return None  # never entered (_init leaves it unset)
         if parent is not None and parent._hidden:
             parent = parent._parent
         return parent
@@ -1108,7 +1113,7 @@ class CancellationScope:
             return
         self._deadline = when
         if state is _CREATED:
-            self._timeout = None
+            self._timeout = None if checked is None else _ABSOLUTE
         else:
             self._arm_deadline()
 
@@ -1299,47 +1304,37 @@ class CancellationScope:
             raise RuntimeError(
                 f"{self!r} cannot be entered twice; create a new scope for each `with` block"
             )
-        task = _current_task()
-        if task is None:
-            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
-        x = self._x
-        if x is not None:
-            # Bound to a loop before entry by reading cancel_requested.
-            fut = x.requested_fut
-            if fut is not None and fut.get_loop() is not task.get_loop():
-                raise RuntimeError(
-                    f"{self!r} belongs to another event loop than the one entering it"
-                )
-        ts: _TaskState
-        holder: Any = task  # the attribute cancelscope sets on tasks
+        # (None outside a task: the attribute lookup fails, the except tells.)
+        task: _HostTask = _current_task()  # type: ignore[assignment]
         try:
-            ts = holder._cancelscope_state
+            ts = task._cancelscope_state
         except AttributeError:
+            if task is None:  # pyright: ignore[reportUnnecessaryComparison]
+                raise RuntimeError(f"{self!r} must be entered inside an asyncio task") from None
             ts = _get_state(task) or _new_state(task, _task_loop())
         parent = ts.scope
         self._task = task
         self._ts = ts
         self._parent = parent
-        self._mode = self._mode.synced
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
-            c0: int = task.cancelling()
+            try:
+                c0: int = _cancelling(task)
+            except TypeError:  # not an asyncio.Task: a task factory's own class
+                c0 = task.cancelling()
             if c0:
                 c0 -= task._must_cancel  # type: ignore[attr-defined]
                 if c0:
-                    x = _extra(self)
-                    x.c0 = c0
-        self._state = _ENTERED
+                    _extra(self).c0 = c0
+        self._state = _ENTERED_SYNC
         ts.scope = self
-        # Read again, after _state: a cancel() from another thread records
-        # its request and then reads _state (see _cancel_unentered).
+        # Read after _state: a cancel() from another thread records its
+        # request and then reads _state (see _cancel_unentered).
         x = self._x
-        if (x is not None and x.own_req is not None) or (
-            parent is not None and parent._cancelled_by is not None
-        ):
-            self._enter_cancelled(task, ts, parent)
-        if self._timeout is not None or self._deadline != _INF:
+        if x is not None or (parent is not None and parent._cancelled_by is not None):
+            self._enter_extra(task, ts, parent, x)
+        if self._timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
             self._start_deadline(task, ts)
         return self
 
@@ -1348,22 +1343,13 @@ class CancellationScope:
             raise RuntimeError(
                 f"{self!r} cannot be entered twice; create a new scope for each `with` block"
             )
-        task = _current_task()
-        if task is None:
-            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
-        x = self._x
-        if x is not None:
-            # Bound to a loop before entry by reading cancel_requested.
-            fut = x.requested_fut
-            if fut is not None and fut.get_loop() is not task.get_loop():
-                raise RuntimeError(
-                    f"{self!r} belongs to another event loop than the one entering it"
-                )
-        ts: _TaskState
-        holder: Any = task  # the attribute cancelscope sets on tasks
+        # (None outside a task: the attribute lookup fails, the except tells.)
+        task: _HostTask = _current_task()  # type: ignore[assignment]
         try:
-            ts = holder._cancelscope_state
+            ts = task._cancelscope_state
         except AttributeError:
+            if task is None:  # pyright: ignore[reportUnnecessaryComparison]
+                raise RuntimeError(f"{self!r} must be entered inside an asyncio task") from None
             ts = _get_state(task) or _new_state(task, _task_loop())
         parent = ts.scope
         self._task = task
@@ -1372,22 +1358,22 @@ class CancellationScope:
         if _HAS_COUNTS or _counts(task):
             # A native cancel still pending from before entry (the task is
             # running, so it can only be _must_cancel) is foreign, not ours.
-            c0: int = task.cancelling()
+            try:
+                c0: int = _cancelling(task)
+            except TypeError:  # not an asyncio.Task: a task factory's own class
+                c0 = task.cancelling()
             if c0:
                 c0 -= task._must_cancel  # type: ignore[attr-defined]
                 if c0:
-                    x = _extra(self)
-                    x.c0 = c0
+                    _extra(self).c0 = c0
         self._state = _ENTERED
         ts.scope = self
-        # Read again, after _state: a cancel() from another thread records
-        # its request and then reads _state (see _cancel_unentered).
+        # Read after _state: a cancel() from another thread records its
+        # request and then reads _state (see _cancel_unentered).
         x = self._x
-        if (x is not None and x.own_req is not None) or (
-            parent is not None and parent._cancelled_by is not None
-        ):
-            self._enter_cancelled(task, ts, parent)
-        if self._timeout is not None or self._deadline != _INF:
+        if x is not None or (parent is not None and parent._cancelled_by is not None):
+            self._enter_extra(task, ts, parent, x)
+        if self._timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
             self._start_deadline(task, ts)
         return self
 
@@ -1397,14 +1383,14 @@ class CancellationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        # The checks of _exit_check, inlined: this is the hot path.
-        task = self._task
-        ts = self._ts if task is not None else None
+        # The checks of _exit_check, inlined: this is the hot path. The state
+        # needs none: ts.scope is the scope only while it is open in its task
+        # (and _ts is unset until its entry).
+        task: asyncio.Task[Any] = self._task  # type: ignore[assignment]  # (checked below)
         try:  # (free on 3.11+)
+            ts = self._ts
             if (
-                ts is None
-                or ts.scope is not self
-                or self._state is not _ENTERED
+                ts.scope is not self
                 or (
                     _current_task()
                     if _CHEAP_CURRENT_TASK
@@ -1413,39 +1399,47 @@ class CancellationScope:
                 is not task
             ):
                 ts = self._exit_check()  # raises
+        except AttributeError:
+            raise self._never_entered() from None  # (_ts is unset until entry)
         except RuntimeError:
             # current_task() without a running loop, or a wrong exit.
             if self._closing(exc_type):
                 return False  # closed outside its task: see _closing
             raise
-        assert task is not None
         x = self._x
-        if x is not None and x.children:
+        if x is None:
+            if self._cancelled_by is None:
+                # Never cancelled, nothing rare: nothing to uncancel, report or absorb.
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                parent = self._parent
+                self._state = _EXITED
+                self._task = None
+                ts.scope = parent
+                if parent is not None and parent._cancelled_by is not None:
+                    _schedule(task, ts)  # back in a cancelled scope (leaving a shield)
+                return False
+            parent = self._parent
+            if parent is not None and parent._cancelled_by is not None and self._cancellable:
+                self._inner_exit(task, ts)
+                return False
+            return self._finish(task, ts, exc_type, exc)
+        if x.children:
             raise RuntimeError(
                 f"{self!r} still has child tasks: a scope that owns children must "
                 "exit with `async with`, which waits for them"
             )
         if self._cancelled_by is None:
-            # Never cancelled: nothing to uncancel, nothing to report or absorb.
-            timer = self._timer
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            parent = self._parent
-            self._state = _EXITED
-            self._task = None
-            if x is not None and x.token_link is not None:
-                self._detach_token()
-            ts.scope = parent
-            if parent is not None and parent._cancelled_by is not None:
-                _schedule(task, ts)  # back in a cancelled scope (leaving a shield)
+            self._leave(task, ts, x)
             return False
         parent = self._parent
         if (
             parent is not None
             and parent._cancelled_by is not None
             and self._cancellable
-            and (x is None or (not x.delivered and x.failures is None))
+            and not x.delivered
+            and x.failures is None
         ):
             self._inner_exit(task, ts)
             return False
@@ -1458,13 +1452,11 @@ class CancellationScope:
         tb: TracebackType | None,
     ) -> bool:
         # As __exit__ (kept in step with it).
-        task = self._task
-        ts = self._ts if task is not None else None
+        task: asyncio.Task[Any] = self._task  # type: ignore[assignment]  # (checked below)
         try:  # (free on 3.11+)
+            ts = self._ts
             if (
-                ts is None
-                or ts.scope is not self
-                or self._state is not _ENTERED
+                ts.scope is not self
                 or (
                     _current_task()
                     if _CHEAP_CURRENT_TASK
@@ -1473,47 +1465,53 @@ class CancellationScope:
                 is not task
             ):
                 ts = self._exit_check()  # raises
+        except AttributeError:
+            raise self._never_entered() from None  # (_ts is unset until entry)
         except RuntimeError:
             # current_task() without a running loop, or a wrong exit.
             if self._closing(exc_type):
                 return False  # closed outside its task: see _closing
             raise
-        assert task is not None
         x = self._x
-        if x is None or not x.children:
+        if x is None:
             if self._cancelled_by is None:
-                timer = self._timer
-                if timer is not None:
-                    timer.cancel()
+                # Never cancelled, nothing rare: nothing to uncancel, report or absorb.
+                if self._timer is not None:
+                    self._timer.cancel()
                     self._timer = None
                 parent = self._parent
                 self._state = _EXITED
                 self._task = None
-                if x is not None and x.token_link is not None:
-                    self._detach_token()
                 ts.scope = parent
                 if parent is not None and parent._cancelled_by is not None:
+                    _schedule(task, ts)  # back in a cancelled scope (leaving a shield)
+                return False
+            parent = self._parent
+            if parent is not None and parent._cancelled_by is not None and self._cancellable:
+                # _inner_exit, inlined (a cancelled nest unwinds through here).
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                self._state = _EXITED
+                self._task = None
+                ts.scope = parent
+                if not ts.hooked:
                     _schedule(task, ts)
+                return False
+            return self._finish(task, ts, exc_type, exc)
+        if not x.children:
+            if self._cancelled_by is None:
+                self._leave(task, ts, x)
                 return False
             parent = self._parent
             if (
                 parent is not None
                 and parent._cancelled_by is not None
                 and self._cancellable
-                and (x is None or (not x.delivered and x.failures is None))
+                and not x.delivered
+                and x.failures is None
             ):
-                # _inner_exit, inlined (a cancelled nest unwinds through here).
-                timer = self._timer
-                if timer is not None:
-                    timer.cancel()
-                    self._timer = None
-                self._state = _EXITED
-                self._task = None
-                if x is not None and x.token_link is not None:
-                    self._detach_token()
-                ts.scope = parent
-                if not ts.hooked:
-                    _schedule(task, ts)
+                self._inner_exit(task, ts)
                 return False
             return self._finish(task, ts, exc_type, exc)
         foreign = await self._wait_children(task, exc)
@@ -1531,6 +1529,33 @@ class CancellationScope:
             return self._finish(task, ts, exc_type, exc, foreign=True)
         self._finish(task, ts, type(foreign), foreign, foreign=True)
         raise foreign
+
+    def _enter_extra(
+        self,
+        task: asyncio.Task[Any],
+        ts: _TaskState,
+        parent: CancellationScope | None,
+        x: _Extra | None,
+    ) -> None:
+        """The end of an entry for a scope with an `_Extra`, or below a cancelled scope."""
+        if x is not None:
+            fut = x.requested_fut
+            if fut is not None and fut.get_loop() is not ts.loop:
+                # Bound to another loop before entry by reading cancel_requested:
+                # undo the entry (the scope can still be entered in its loop).
+                ts.scope = parent
+                self._state = _CREATED
+                self._task = None
+                self._parent = None
+                x.c0 = 0
+                raise RuntimeError(
+                    f"{self!r} belongs to another event loop than the one entering it"
+                )
+            if x.own_req is not None:
+                self._enter_cancelled(task, ts, parent)
+                return
+        if parent is not None and parent._cancelled_by is not None:
+            self._enter_cancelled(task, ts, parent)
 
     def _enter_cancelled(
         self, task: asyncio.Task[Any], ts: _TaskState, parent: CancellationScope | None
@@ -1572,7 +1597,8 @@ class CancellationScope:
         """
         if exc_type is None or not issubclass(exc_type, GeneratorExit):
             return False
-        if self._state is not _ENTERED and self._state is not _EXITING:
+        state = self._state
+        if state is not _ENTERED and state is not _ENTERED_SYNC and state is not _EXITING:
             return False
         timer = self._timer
         if timer is not None:
@@ -1587,11 +1613,16 @@ class CancellationScope:
         self._detach_token()
         return True
 
+    def _never_entered(self) -> RuntimeError:
+        return RuntimeError(f"{self!r} was never entered; it cannot exit")
+
     def _exit_check(self) -> _TaskState:
         """Refuse a wrong exit before changing anything; return the host's task state."""
-        if self._state is not _ENTERED:
-            what = "was never entered" if self._state is _CREATED else "has already exited"
-            raise RuntimeError(f"{self!r} {what}; it cannot exit")
+        state = self._state
+        if state is _CREATED:
+            raise self._never_entered()
+        if state is not _ENTERED and state is not _ENTERED_SYNC:
+            raise RuntimeError(f"{self!r} has already exited; it cannot exit")
         task = _current_task()
         if task is None or task is not self._task:
             raise RuntimeError(
@@ -1628,6 +1659,21 @@ class CancellationScope:
         ts.scope = self._parent
         if not ts.hooked:
             _schedule(task, ts)  # still in a cancelled scope: delivery goes on
+
+    def _leave(self, task: asyncio.Task[Any], ts: _TaskState, x: _Extra) -> None:
+        """Exit of a scope never cancelled that has an `_Extra` (a token, cancel_requested...)."""
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        parent = self._parent
+        self._state = _EXITED
+        self._task = None
+        if x.token_link is not None:
+            self._detach_token()
+        ts.scope = parent
+        if parent is not None and parent._cancelled_by is not None:
+            _schedule(task, ts)  # back in a cancelled scope (leaving a shield)
 
     async def _wait_children(
         self, task: asyncio.Task[Any], exc: BaseException | None
@@ -1747,7 +1793,7 @@ class CancellationScope:
         if x is None:
             x = _extra(self)
         x.cancelled_caught = True
-        if self._mode.raises:
+        if self._raises:
             req = self._cancelled_by
             assert req is not None
             raise req.failure() from exc
@@ -1835,7 +1881,7 @@ class CancellationScope:
     def _own_request_late(self, req: _Request) -> None:
         """In the loop: ``req``, recorded by `_cancel_unentered` as the scope was entered."""
         state = self._state
-        if state is not _ENTERED and state is not _EXITING:
+        if state is not _ENTERED and state is not _ENTERED_SYNC and state is not _EXITING:
             return
         x = _extra(self)
         own = x.own_req
@@ -1863,7 +1909,7 @@ class CancellationScope:
             timer.cancel()
             self._timer = None
         state = self._state
-        if state is _ENTERED or state is _EXITING:
+        if state is _ENTERED or state is _ENTERED_SYNC or state is _EXITING:
             if (
                 not self._cancellable
                 or self._token is not None
@@ -1880,8 +1926,8 @@ class CancellationScope:
         """Entry of a scope with a timeout or deadline: _arm_deadline, reading the clock once."""
         loop = ts.loop  # task.get_loop(), without a method call on the task (~450 instructions)
         now = loop.time()
-        timeout = self._timeout
-        if timeout is not None:
+        timeout: float = self._timeout  # type: ignore[assignment]  # (not None here)
+        if timeout is not _ABSOLUTE:
             when = self._deadline = now + timeout
         else:
             when = self._deadline
@@ -1968,7 +2014,7 @@ class CancellationScope:
         parts.append(self._state.value)
         if not self._cancellable:
             parts.append("non-cancellable")
-        if self._state is _CREATED and self._timeout is not None:
+        if self._state is _CREATED and self._timeout is not None and self._timeout is not _ABSOLUTE:
             parts.append(f"timeout={self._timeout:g}s")
         elif self._deadline != _INF:
             task = self._task
@@ -2049,15 +2095,16 @@ def _init(
         checked = _check_time(deadline, "deadline")
         if checked is not None:
             when = checked
+            timeout = _ABSOLUTE
     self._name = name
     # `True if x else False` is bool(x) without the call (hot: every scope).
     self._cancellable = True if cancellable else False  # noqa: SIM210
-    self._mode = _RAISE if raise_on_cancel else _QUIET
+    self._raises = True if raise_on_cancel else False  # noqa: SIM210
     self._timeout = timeout
     self._deadline = when
     self._state = _CREATED
     self._task = None
-    self._parent = None
+    # (_parent and _ts stay unset until entry: see their slots.)
     self._timer = None
     self._cancelled_by = None
     self._token = None

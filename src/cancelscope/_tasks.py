@@ -45,7 +45,7 @@ class _ChildScope(_scope.CancellationScope):
     # child: nothing sets them on a hidden scope (it has no deadline, no token
     # link and is never entered with `with`; user code never sees it).
     _cancellable = True
-    _mode = _scope._QUIET
+    _raises = False
     _timeout = None
     _deadline: float = math.inf
     _timer = None
@@ -260,6 +260,12 @@ def spawn(
     # _scope.py): one Python call per spawn, not two.
     state = self._state
     if state is not _scope._ENTERED and state is not _scope._EXITING:
+        if state is _scope._ENTERED_SYNC:
+            _scope._close_if_coroutine(fn)
+            raise RuntimeError(
+                f"cannot spawn into {self!r}: it was entered with plain `with`; "
+                "use `async with` for a scope that owns child tasks"
+            )
         what = (
             "was never entered; enter it with `async with` first"
             if state is _scope._CREATED
@@ -267,12 +273,9 @@ def spawn(
         )
         _scope._close_if_coroutine(fn)
         raise RuntimeError(f"cannot spawn into {self!r}: it {what}")
-    if self._mode.sync or self._hidden:
+    if self._hidden:  # (user code never sees one)
         _scope._close_if_coroutine(fn)
-        raise RuntimeError(
-            f"cannot spawn into {self!r}: it was entered with plain `with`; "
-            "use `async with` for a scope that owns child tasks"
-        )
+        raise RuntimeError(f"cannot spawn into {self!r}: a child task's hidden scope")
     # The host task's loop, from its state (task.get_loop() is a method call
     # on the task, about 450 instructions on 3.13).
     loop = self._ts.loop
