@@ -22,6 +22,43 @@ NAN = math.nan
 @pytest.mark.asyncio
 @pytest.mark.virtual_clock
 @pytest.mark.all_loops
+@pytest.mark.parametrize("enter", ["with", "async with"])
+async def test_a_scope_cancelled_before_entry_reads_its_deadline_and_arms_no_timer(
+    enter: str,
+) -> None:
+    """A with_timeout scope cancelled before entry sets its deadline at entry, with no timer.
+
+    Its own request came first, so the deadline can never fire: no timer is
+    scheduled, yet ``deadline`` reads loop.time() + s as for any other entry.
+    """
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(2)
+    scope = cs.with_timeout(3)
+    scope.cancel("early")
+    timers_before = live_timers()
+    record: list[str] = []
+
+    def note() -> None:
+        new_timers = len(live_timers() - timers_before)
+        record.append(f"deadline {scope.deadline:g}, new timers {new_timers}")
+
+    try:
+        if enter == "with":
+            with scope:
+                note()
+                await forever()
+        else:
+            async with scope:
+                note()
+                await forever()
+    except cs.CancelledFailure as failure:
+        record.append(f"{type(failure).__name__} {failure.reason} at {loop.time():g}")
+    assert record == ["deadline 5, new timers 0", "CancelledFailure early at 2"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.virtual_clock
+@pytest.mark.all_loops
 async def test_with_timeout_sets_deadline_at_entry() -> None:
     """with_timeout(s) reads inf before entry and sets deadline = loop.time() + s at entry."""
     loop = asyncio.get_running_loop()

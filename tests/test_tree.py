@@ -378,10 +378,10 @@ async def test_exit_from_another_task_raises_and_changes_nothing() -> None:
 async def test_exiting_a_scope_never_entered_raises() -> None:
     """__aexit__ on a scope that was never entered raises RuntimeError."""
     scope = cs.cancellable(name="never-entered")
-    with pytest.raises(RuntimeError, match="never-entered.*was never entered") as info:
+    with pytest.raises(RuntimeError, match=r"never-entered.*was never entered") as info:
         await scope.__aexit__(None, None, None)
     assert info.value.__suppress_context__  # no internal error chained to it
-    with pytest.raises(RuntimeError, match="never-entered.*was never entered"):
+    with pytest.raises(RuntimeError, match=r"never-entered.*was never entered"):
         scope.__exit__(None, None, None)
     assert current() is None
     assert scope.parent is None

@@ -86,10 +86,26 @@ def _call_cancelling(task: asyncio.Task[Any]) -> int:
     return task.cancelling()
 
 
+def _call_uncancel(task: asyncio.Task[Any]) -> int:
+    return task.uncancel()
+
+
 _cancelling: Callable[[asyncio.Task[Any]], int] = (
     cast("Callable[[asyncio.Task[Any]], int]", asyncio.Task[Any].cancelling)
     if _HAS_COUNTS
     else _call_cancelling
+)
+_uncancel: Callable[[asyncio.Task[Any]], int] = (
+    cast("Callable[[asyncio.Task[Any]], int]", asyncio.Task[Any].uncancel)
+    if _HAS_COUNTS
+    else _call_uncancel
+)
+_task_cancel: Callable[[asyncio.Task[Any], object], bool] = cast(
+    "Callable[[asyncio.Task[Any], object], bool]", asyncio.Task[Any].cancel
+)
+# (A Future method: the call is not specialised, but the lookup is saved.)
+_task_done: Callable[[asyncio.Task[Any]], bool] = cast(
+    "Callable[[asyncio.Task[Any]], bool]", asyncio.Task[Any].done
 )
 _get_running_loop = asyncio._get_running_loop
 # The same, where a task is running (so a loop is): typed without the None.
@@ -338,7 +354,11 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = Non
     """
     ts.hooked = False
     ts.recheck = None
-    if task.done():
+    try:
+        done = _task_done(task)
+    except TypeError:  # not an asyncio.Task (see _cancelling)
+        done = task.done()
+    if done:
         return
     scope = ts.scope
     if scope is None:
@@ -371,7 +391,10 @@ def _deliver(task: asyncio.Task[Any], ts: _TaskState, batch: _Batch | None = Non
                     # 3.10: a task or gather future passes the cancellation on
                     # and may hand back a CancelledError without our message.
                     ts.forwarded = type(waiter) is not _Future
-                task.cancel(req.message)
+                try:
+                    _task_cancel(task, req.message)
+                except TypeError:  # not an asyncio.Task (see _cancelling)
+                    task.cancel(req.message)
                 # _count_delivery, inlined (every delivery into a waiting task).
                 if scope._hidden:
                     scope._delivered += 1  # type: ignore[attr-defined]  # see _count_delivery
@@ -1333,8 +1356,8 @@ class CancellationScope:
         # request and then reads _state (see _cancel_unentered).
         x = self._x
         if x is not None or (parent is not None and parent._cancelled_by is not None):
-            self._enter_extra(task, ts, parent, x)
-        if self._timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
+            self._enter_extra(task, ts, parent, x)  # (and the deadline)
+        elif self._timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
             self._start_deadline(task, ts)
         return self
 
@@ -1372,8 +1395,8 @@ class CancellationScope:
         # request and then reads _state (see _cancel_unentered).
         x = self._x
         if x is not None or (parent is not None and parent._cancelled_by is not None):
-            self._enter_extra(task, ts, parent, x)
-        if self._timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
+            self._enter_extra(task, ts, parent, x)  # (and the deadline)
+        elif self._timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
             self._start_deadline(task, ts)
         return self
 
@@ -1537,7 +1560,11 @@ class CancellationScope:
         parent: CancellationScope | None,
         x: _Extra | None,
     ) -> None:
-        """The end of an entry for a scope with an `_Extra`, or below a cancelled scope."""
+        """The end of an entry for a scope with an `_Extra`, or below a cancelled scope.
+
+        Arms the deadline too, unless the scope was cancelled itself before
+        (or while) entering.
+        """
         if x is not None:
             fut = x.requested_fut
             if fut is not None and fut.get_loop() is not ts.loop:
@@ -1551,11 +1578,18 @@ class CancellationScope:
                 raise RuntimeError(
                     f"{self!r} belongs to another event loop than the one entering it"
                 )
-            if x.own_req is not None:
-                self._enter_cancelled(task, ts, parent)
-                return
-        if parent is not None and parent._cancelled_by is not None:
+        if (x is not None and x.own_req is not None) or (
+            parent is not None and parent._cancelled_by is not None
+        ):
             self._enter_cancelled(task, ts, parent)
+        timeout = self._timeout
+        if timeout is not None:
+            x = self._x
+            if x is None or x.own_req is None:
+                self._start_deadline(task, ts)
+            elif timeout is not _ABSOLUTE:
+                # Cancelled already: the deadline reads as set, with no timer.
+                self._deadline = ts.loop.time() + timeout
 
     def _enter_cancelled(
         self, task: asyncio.Task[Any], ts: _TaskState, parent: CancellationScope | None
@@ -1768,7 +1802,12 @@ class CancellationScope:
                 x.delivered = 0
                 if _HAS_COUNTS or _counts(task):
                     if delivered == 1:
-                        task.uncancel()  # the common case, without a range
+                        # The common case, without a range (and the method
+                        # through its descriptor, see _cancelling).
+                        try:
+                            _uncancel(task)
+                        except TypeError:
+                            task.uncancel()
                     else:
                         for _ in range(delivered):
                             task.uncancel()
@@ -1786,7 +1825,11 @@ class CancellationScope:
         if self._cancellable and parent is not None and parent._cancelled_by is not None:
             return False  # the outermost cancelled scope reports
         if _HAS_COUNTS or _counts(task):
-            if task.cancelling() > c0:
+            try:
+                pending = _cancelling(task)
+            except TypeError:  # not an asyncio.Task (see _cancelling)
+                pending = task.cancelling()
+            if pending > c0:
                 return False  # another cancel request is pending: not ours to absorb
         elif not _ours_310(task, exc):
             return False
@@ -1931,13 +1974,16 @@ class CancellationScope:
             when = self._deadline = now + timeout
         else:
             when = self._deadline
-        x = self._x
-        if x is not None and x.own_req is not None:
-            return
+        # (Not called for a scope cancelled itself before entry: see
+        # _enter_extra. A cancel() from another thread just after the entry
+        # read _x cancels the timer this arms, in _own_request_late.)
         if when > now:
             self._timer = loop.call_at(when, self._on_deadline)
             return
         # Already expired (gh-95051), as in _arm_deadline.
+        x = self._x
+        if x is not None and x.own_req is not None:
+            return  # (that cancel() from another thread came first)
         req: _Request = _object_new(_Request)
         _request_init(req, self, "deadline exceeded", when)  # (see _object_new)
         if (
@@ -2077,8 +2123,7 @@ def _init(
     # scope with a timeout runs this).
     if deadline is None:
         if timeout is not None:
-            given: object = timeout  # callers may pass anything at runtime
-            kind = type(given)
+            kind: type[object] = type(timeout)  # (callers may pass anything at runtime)
             if kind is float:
                 if timeout - timeout != 0.0:  # inf or NaN (finite: 0.0)
                     timeout = _check_time(timeout, "timeout")
