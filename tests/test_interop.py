@@ -1171,6 +1171,22 @@ def test_works_with_pure_python_tasks() -> None:
                     await forever()
             # Absorbed: the one foreign request counted at entry is not the scope's.
             record.append(f"{flavour}: caught {scope.cancelled_caught}, count {cancelling(task)}")
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def child() -> None:
+            started.set()
+            await release.wait()  # (released only if the cancel failed: no hang then)
+
+        scope = cs.CancellationScope(raise_on_cancel=False)
+        async with scope:
+            handle = scope.spawn(child)
+            await started.wait()
+            try:
+                scope.cancel()  # delivered to the waiting child by the walk of the children
+            finally:
+                release.set()
+            await forever()
+        record.append(f"child cancelled {handle.cancelled()}, count {cancelling(task)}")
         uncancel(task)
         return record
 
@@ -1180,6 +1196,7 @@ def test_works_with_pure_python_tasks() -> None:
             "caught the foreign cancel",
             "with: caught True, count 1",
             "async with: caught True, count 1",
+            "child cancelled True, count 1",
         ]
 
 

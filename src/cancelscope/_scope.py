@@ -74,6 +74,7 @@ if TYPE_CHECKING:
         """A task as the entries read it: with the attribute holding its state."""
 
         _cancelscope_state: _TaskState
+        _fut_waiter: asyncio.Future[Any] | None
 
 else:
     _HostTask = asyncio.Task
@@ -743,8 +744,7 @@ def _push_children(
         # finished one is not there to see it.
         if child._state is not _ENTERED:
             continue
-        task = child._task
-        assert task is not None
+        task: _HostTask = child._task  # type: ignore[assignment]  # (entered)
         ts = child._ts
         if ts.scope is not child:
             pending.append((task, scope))  # it entered scopes of its own
@@ -756,20 +756,24 @@ def _push_children(
         child._cancelled_by = req
         if ts.hooked:
             continue  # a delivery is already on its way
-        holder: Any = task
-        waiter: asyncio.Future[Any] | None = holder._fut_waiter
-        if (
-            waiter is None
-            or ts.group_exit is not None
-            or not _HAS_COUNTS
-            or waiter.done()
-            or task.done()
-        ):
+        waiter: asyncio.Future[Any] | None = task._fut_waiter
+        if waiter is None or ts.group_exit is not None or not _HAS_COUNTS or waiter.done():
+            _schedule(task, ts, batch)
+            continue
+        # (Task methods through their descriptors: see _cancelling.)
+        try:
+            done = _task_done(task)
+        except TypeError:
+            done = task.done()
+        if done:
             _schedule(task, ts, batch)
             continue
         # _deliver's first delivery into a waiting task.
         ts.group_exit = _DELIVERED
-        task.cancel(req.message)
+        try:
+            _task_cancel(task, req.message)
+        except TypeError:
+            task.cancel(req.message)
         child._delivered += 1
         ts.hooked = True
         if waiter.done():

@@ -383,8 +383,7 @@ async def _child_main(
     scope = handle._scope
     # With the loop given, no getpid() behind it before 3.12 (this runs in
     # the loop's thread).
-    task = _scope._current_task(handle._loop)
-    assert task is not None
+    task: asyncio.Task[Any] = _scope._current_task(handle._loop)  # type: ignore[assignment]
     # The child's task is new: it has no state yet.
     ts = _scope._new_state(task, handle._loop)
     ts.scope = scope
@@ -437,7 +436,12 @@ async def _child_main(
             # (As in CancellationScope._finish: keep the two in step.)
             if _scope._HAS_COUNTS or _scope._counts(task):
                 if delivered == 1:
-                    task.uncancel()  # the common case, without a range
+                    # The common case, without a range (and the method through
+                    # its descriptor: see _scope._cancelling).
+                    try:
+                        _scope._uncancel(task)
+                    except TypeError:
+                        task.uncancel()
                 else:
                     for _ in range(delivered):
                         task.uncancel()
@@ -454,10 +458,9 @@ async def _child_main(
             owner._child_failed(handle, outcome)
     finally:
         # Off the owner's children; the last one wakes an exit waiting for them.
-        x = owner._x
-        assert x is not None
-        children = x.children
-        assert children is not None
+        # (Both there: the owner has this child.)
+        x: _scope._Extra = owner._x  # type: ignore[assignment]
+        children: dict[TaskHandle[Any], None] = x.children  # type: ignore[assignment]
         del children[handle]
         if not children:
             exit_fut = x.exit_fut
