@@ -256,6 +256,35 @@ def test_nan_timeout_or_deadline_raises_value_error_at_construction(
         construct()
 
 
+@pytest.mark.parametrize(
+    "seconds",
+    [0, 1000, -1, 1.5, 0.0, -0.0, math.inf, -math.inf, math.nan, None, True, 10**400, "1",
+     complex(1, 0), 2**53 + 1],
+    ids=repr,
+)
+def test_with_timeout_checks_its_timeout_as_the_constructor_does(seconds: Any) -> None:
+    """with_timeout(s) is CancellationScope(timeout=s): same errors, same scope.
+
+    (It checks and fills the scope in its own, shorter code: the two must not drift.)
+    """
+
+    def outcome(make: Callable[[], cs.CancellationScope]) -> tuple[object, ...]:
+        try:
+            scope = make()
+        except Exception as exc:  # the error is the outcome compared
+            return ("raised", type(exc), str(exc))
+        state = (scope.deadline, scope.cancellable, scope.name, repr(scope))
+        return ("made", state, scope._timeout, type(scope._timeout), scope._raises)
+
+    by_factory = outcome(lambda: cs.with_timeout(seconds, name="n"))
+    assert by_factory == outcome(lambda: cs.CancellationScope(timeout=seconds, name="n"))
+    if seconds is None or seconds == math.inf:
+        assert by_factory[2] is None  # no timeout at all
+    elif isinstance(seconds, (int, float)) and seconds == seconds and seconds < 10**300:
+        assert by_factory[2] == float(seconds)
+        assert by_factory[3] is float
+
+
 @pytest.mark.parametrize("args", [(False,), (True, 5.0), (True, None, None, "x", True, None)])
 def test_positional_constructor_arguments_raise_type_error(args: tuple[Any, ...]) -> None:
     """CancellationScope takes keywords only (SPEC 1): a positional argument is a TypeError."""

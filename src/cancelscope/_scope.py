@@ -1361,8 +1361,20 @@ class CancellationScope:
         x = self._x
         if x is not None or (parent is not None and parent._cancelled_by is not None):
             self._enter_extra(task, ts, parent, x)  # (and the deadline)
-        elif self._timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
-            self._start_deadline(task, ts)
+            return self
+        timeout = self._timeout
+        if timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
+            if timeout is not _ABSOLUTE:
+                # _start_deadline's common case, inlined (B: one frame less).
+                loop = ts.loop
+                now = loop.time()
+                when = self._deadline = now + timeout
+                if when > now:
+                    self._timer = loop.call_at(when, self._on_deadline)
+                else:
+                    self._expired_at_entry(task, ts, when)
+            else:
+                self._start_deadline(task, ts)
         return self
 
     async def __aenter__(self) -> Self:
@@ -1400,8 +1412,20 @@ class CancellationScope:
         x = self._x
         if x is not None or (parent is not None and parent._cancelled_by is not None):
             self._enter_extra(task, ts, parent, x)  # (and the deadline)
-        elif self._timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
-            self._start_deadline(task, ts)
+            return self
+        timeout = self._timeout
+        if timeout is not None:  # a timeout, or a deadline (_ABSOLUTE)
+            if timeout is not _ABSOLUTE:
+                # _start_deadline's common case, inlined (B: one frame less).
+                loop = ts.loop
+                now = loop.time()
+                when = self._deadline = now + timeout
+                if when > now:
+                    self._timer = loop.call_at(when, self._on_deadline)
+                else:
+                    self._expired_at_entry(task, ts, when)
+            else:
+                self._start_deadline(task, ts)
         return self
 
     def __exit__(
@@ -1983,8 +2007,11 @@ class CancellationScope:
         # read _x cancels the timer this arms, in _own_request_late.)
         if when > now:
             self._timer = loop.call_at(when, self._on_deadline)
-            return
-        # Already expired (gh-95051), as in _arm_deadline.
+        else:
+            self._expired_at_entry(task, ts, when)
+
+    def _expired_at_entry(self, task: asyncio.Task[Any], ts: _TaskState, when: float) -> None:
+        """Entry of a scope whose deadline has passed (gh-95051), as in _arm_deadline."""
         x = self._x
         if x is not None and x.own_req is not None:
             return  # (that cancel() from another thread came first)
@@ -2007,7 +2034,7 @@ class CancellationScope:
             self._cancelled_by = req
             if not ts.hooked:
                 ts.hooked = True
-                ts.recheck = loop.call_soon(_deliver, task, ts)  # _recheck_soon, no batch
+                ts.recheck = ts.loop.call_soon(_deliver, task, ts)  # _recheck_soon, no batch
 
     def _arm_deadline(self) -> None:
         timer = self._timer
@@ -2162,6 +2189,34 @@ def _init(
         _TokenLink.link(self, token)
 
 
+def _init_timeout(self: CancellationScope, timeout: float | None, name: str | None) -> None:
+    """``_init(self, _KEYWORDS, True, timeout, None, name, True, None)`` in fewer steps.
+
+    `with_timeout` (B and E: every scope with a timeout) checks and writes
+    only what it sets; keep it in step with _init.
+    """
+    if timeout is not None:
+        kind: type[object] = type(timeout)  # (callers may pass anything at runtime)
+        if kind is float:
+            if timeout - timeout != 0.0:  # inf or NaN (finite: 0.0)
+                timeout = _check_time(timeout, "timeout")
+        elif kind is int:
+            timeout = float(timeout)  # as _check_time, without its checks
+        else:
+            timeout = _check_time(timeout, "timeout")
+    self._name = name
+    self._cancellable = True
+    self._raises = True
+    self._timeout = timeout
+    self._deadline = _INF
+    self._state = _CREATED
+    self._task = None
+    self._timer = None
+    self._cancelled_by = None
+    self._token = None
+    self._x = None
+
+
 _init.__signature__ = inspect.signature(CancellationScope.__init__)  # type: ignore[attr-defined]
 _init.__qualname__ = "CancellationScope.__init__"
 CancellationScope.__init__ = _init  # type: ignore[method-assign,assignment]
@@ -2286,7 +2341,7 @@ def with_timeout(
     ``seconds <= 0`` is already expired; ``None`` or ``math.inf`` mean no timeout.
     """
     scope: CancellationScope = _object_new(CancellationScope)
-    _init(scope, _KEYWORDS, True, seconds, None, name, True, None)
+    _init_timeout(scope, seconds, name)
     if fn is None and not args:
         return scope  # the common form, without _make
     return _make(fn, args, scope, "with_timeout")
