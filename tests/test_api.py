@@ -659,6 +659,17 @@ async def test_repr_shows_state_name_deadline_and_cancel_called() -> None:
 
 
 @pytest.mark.asyncio
+async def test_repr_and_tree_tell_a_plain_with_entry() -> None:
+    """A scope entered with plain `with` reads "entered (with)": it cannot spawn."""
+    async with cs.cancellable(name="outer") as outer:
+        with cs.cancellable(name="inner") as inner:
+            assert "'inner' entered (with)" in repr(inner)
+            assert "'outer' entered>" in repr(outer)
+            assert "'inner' entered (with)" in cs.format_tree()
+            assert inner.active
+
+
+@pytest.mark.asyncio
 async def test_repr_after_exit_says_exited() -> None:
     """After exit the repr says the scope exited and keeps the name."""
     async with cs.cancellable(name="done") as scope:
