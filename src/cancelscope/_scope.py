@@ -1994,7 +1994,11 @@ class CancellationScope:
                 _fire_tokens(req)
 
     def _start_deadline(self, task: asyncio.Task[Any], ts: _TaskState) -> None:
-        """Entry of a scope with a timeout or deadline: _arm_deadline, reading the clock once."""
+        """Arm the deadline at entry (_arm_deadline, reading the clock once).
+
+        For a deadline, and for the rare entries of _enter_extra: the entries
+        arm a relative timeout inline (keep that in step with this).
+        """
         loop = ts.loop  # task.get_loop(), without a method call on the task (~450 instructions)
         now = loop.time()
         timeout: float = self._timeout  # type: ignore[assignment]  # (not None here)
@@ -2142,7 +2146,7 @@ def _init(
     behind a positional-only guard: any positional argument lands in
     ``keywords`` and is refused, which keeps them keyword-only for callers.
     The factories below pass the guard and go positional (no keyword
-    matching either).
+    matching either); `with_timeout` has a shorter one, _init_timeout.
     """
     if keywords is not _KEYWORDS:
         raise TypeError(
@@ -2223,7 +2227,7 @@ CancellationScope.__init__ = _init  # type: ignore[method-assign,assignment]
 
 
 # The factories below make their scope with _object_new and a direct call of
-# _init, not by calling the class (see _object_new).
+# _init (_init_timeout for with_timeout), not by calling the class (see _object_new).
 
 
 def _noop() -> None:
