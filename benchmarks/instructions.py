@@ -10,6 +10,13 @@ a syscall costs more than an add), so the wall-clock tables stay the reference.
 
 Usage: ``python -m benchmarks.instructions [-n N] [CASE ...]`` (cases below; default all).
 Needs valgrind on PATH and the stdlib column's Python (3.11+).
+
+``--functions`` splits one case's count by C function instead (``--top K`` rows, sorted
+by how many more instructions per operation the cancelscope column spends in each than
+the stdlib column): the same four runs, each read with ``callgrind_annotate``. It tells
+interpretation (``_PyEval_EvalFrameDefault``: bytecodes, whose Python functions
+``benchmarks.bytecodes`` names) from allocation, deallocation, string formatting or
+exception machinery, which no bytecode count shows.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -198,13 +206,13 @@ def _child(case: str, column: str, n: int) -> None:
     asyncio.run(main())
 
 
-def _collected(case: str, column: str, n: int) -> int:
+def _collected(case: str, column: str, n: int, out_file: str = "/dev/null") -> int:
     env = dict(os.environ, PYTHONHASHSEED="0")
     proc = subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
+            f"--callgrind-out-file={out_file}",
             sys.executable,
             "-m",
             "benchmarks.instructions",
@@ -224,16 +232,88 @@ def _collected(case: str, column: str, n: int) -> int:
     return int(match.group(1))
 
 
+# A function's line in callgrind_annotate's output: "1,234 ( 0.05%)  file.c:name [lib]".
+_ANNOTATED = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*?)(?: \[[^\]]*\])?$")
+
+
+def parse_annotate(text: str) -> dict[str, int]:
+    """Instructions per function in ``callgrind_annotate`` output (``file:function`` keys).
+
+    The file is shortened to its base name; the program total is left out.
+    """
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _ANNOTATED.match(line)
+        if match is None or "PROGRAM TOTALS" in line:
+            continue
+        where = match.group(2)
+        path, sep, function = where.rpartition(":")
+        key = f"{os.path.basename(path)}:{function}" if sep else where
+        counts[key] = counts.get(key, 0) + int(match.group(1).replace(",", ""))
+    return counts
+
+
+def _functions(case: str, column: str, n: int, tmp: str) -> dict[str, float]:
+    """Instructions per operation spent in each C function (the runs with n and 0 ops)."""
+    per_run: list[dict[str, int]] = []
+    for ops in (n, 0):
+        out_file = os.path.join(tmp, f"{column}.{ops}.out".replace(" ", "_"))
+        _collected(case, column, ops, out_file)
+        proc = subprocess.run(
+            ["callgrind_annotate", "--threshold=100", out_file],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        per_run.append(parse_annotate(proc.stdout))
+    full, empty = per_run
+    return {key: (full.get(key, 0) - empty.get(key, 0)) / n for key in full.keys() | empty.keys()}
+
+
+def function_table(case: str, split: dict[str, dict[str, float]], top: int) -> list[str]:
+    """The rows ``--functions`` prints: the ``top`` functions by cancelscope's excess."""
+    ours = next(column for column in split if column.startswith("cancelscope"))
+    std = split["stdlib"]
+    keys = sorted(
+        split[ours].keys() | std.keys(),
+        key=lambda k: split[ours].get(k, 0.0) - std.get(k, 0.0),
+        reverse=True,
+    )
+    rows = [
+        f"Case {case} ({UNITS[case]}), instructions per operation by C function, "
+        f"{ours!r} against 'stdlib'\n",
+        f"| function | {ours} | stdlib | difference |",
+        "|---|---|---|---|",
+    ]
+    for key in keys[:top]:
+        a, b = split[ours].get(key, 0.0), std.get(key, 0.0)
+        rows.append(f"| {key} | {a:,.0f} | {b:,.0f} | {a - b:+,.0f} |")
+    total_a, total_b = sum(split[ours].values()), sum(std.values())
+    rows.append(
+        f"| (all functions) | {total_a:,.0f} | {total_b:,.0f} | {total_a - total_b:+,.0f} |"
+    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
     parser.add_argument("cases", nargs="*", help=f"some of {', '.join(CASES)} (default: all)")
     parser.add_argument("-n", type=int, default=1000, help="operations per measured run")
+    parser.add_argument(
+        "--functions",
+        action="store_true",
+        help="split each case's count by C function (cancelscope against the stdlib)",
+    )
+    parser.add_argument("--top", type=int, default=25, help="rows of --functions")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         case, column, n = args.child
         _child(case, column, int(n))
         return 0
+    if args.n < 1 or args.top < 1:
+        print("-n and --top need a positive number", file=sys.stderr)
+        return 2
     if sys.version_info < (3, 11):
         print("needs Python 3.11+ (the stdlib column)", file=sys.stderr)
         return 2
@@ -244,6 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown cases {unknown}; choose from {list(CASES)}", file=sys.stderr)
         return 2
+    if args.functions:
+        if shutil.which("callgrind_annotate") is None:
+            print("--functions needs callgrind_annotate on PATH (valgrind)", file=sys.stderr)
+            return 2
+        print(f"Python {sys.version.split()[0]}, n={args.n}\n")
+        with tempfile.TemporaryDirectory() as tmp:
+            for case in args.cases or list(CASES):
+                columns = [c for c, _ in CASES[case] if c in ("cancelscope", "stdlib")]
+                split = {c: _functions(case, c, args.n, tmp) for c in columns}
+                print("\n".join(function_table(case, split, args.top)) + "\n")
+        return 0
     print(f"Python {sys.version.split()[0]}, instructions per operation (n={args.n})\n")
     print("| case | per | column | instructions | vs stdlib |")
     print("|---|---|---|---|---|")

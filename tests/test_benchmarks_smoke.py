@@ -75,3 +75,54 @@ def test_bytecode_counts_name_the_functions_that_ran(capsys: pytest.CaptureFixtu
     assert "loop.create_task(main, name=label)" in out
     assert bytecodes.main(["Z"]) == 2
     assert "unknown case 'Z'" in capsys.readouterr().err
+
+
+_ANNOTATE_SAMPLE = """\
+--------------------------------------------------------------------------------
+Ir                   file:function
+--------------------------------------------------------------------------------
+795,563,839 (100.0%)  PROGRAM TOTALS
+90,283,385 (11.35%)  /tmp/build/Python/generated_cases.c.h:_PyEval_EvalFrameDefault'2
+32,557,096 ( 4.09%)  ./elf/../sysdeps/x86_64/tls_get_addr.S:__tls_get_addr [/usr/lib/ld.so.2]
+    1,135 ( 0.00%)  ???:OPENSSL_LH_insert [/usr/lib/libcrypto.so.3]
+      700 ( 0.00%)  /tmp/other/Python/generated_cases.c.h:_PyEval_EvalFrameDefault'2
+"""
+
+
+def test_instruction_split_reads_callgrind_annotate() -> None:
+    """``--functions`` keys each C function by file base name and drops the program total."""
+    from benchmarks import instructions
+
+    assert instructions.parse_annotate(_ANNOTATE_SAMPLE) == {
+        "generated_cases.c.h:_PyEval_EvalFrameDefault'2": 90_284_085,
+        "tls_get_addr.S:__tls_get_addr": 32_557_096,
+        "???:OPENSSL_LH_insert": 1_135,
+    }
+
+
+def test_instruction_split_sorts_by_cancelscopes_excess() -> None:
+    """The rows go from the function cancelscope spends most more in; totals are exact."""
+    from benchmarks import instructions
+
+    split = {
+        "cancelscope": {"eval": 30.0, "alloc": 5.0, "only_ours": 2.0},
+        "stdlib": {"eval": 20.0, "alloc": 7.0, "only_std": 1.0},
+    }
+    rows = instructions.function_table("E", split, top=3)
+    body = rows[3:]
+    assert body == [
+        "| eval | 30 | 20 | +10 |",
+        "| only_ours | 2 | 0 | +2 |",
+        "| only_std | 0 | 1 | -1 |",
+        "| (all functions) | 37 | 28 | +9 |",
+    ]
+    assert "Case E (fired timeout)" in rows[0]
+
+
+def test_instruction_counts_refuse_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import instructions
+
+    assert instructions.main(["E", "-n", "0"]) == 2
+    assert "-n and --top need a positive number" in capsys.readouterr().err
+    assert instructions.main(["E", "--functions", "--top", "0"]) == 2
+    assert "-n and --top need a positive number" in capsys.readouterr().err
