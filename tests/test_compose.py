@@ -188,16 +188,40 @@ async def test_gather_accepts_tasks_and_futures() -> None:
 
 @pytest.mark.asyncio
 async def test_bad_arguments_raise_and_close_coroutines() -> None:
-    """A non-awaitable raises TypeError at once; coroutines passed alongside are closed."""
+    """A non-awaitable raises TypeError at the call, not when awaited; coroutines passed
+    alongside are closed, and no task is started."""
+    before = asyncio.all_tasks()
     with no_unawaited_coroutine_warning():
         with pytest.raises(TypeError, match="argument 1 is function; did you forget"):
-            await cs.gather(asyncio.sleep(0), forever)  # type: ignore[call-overload]
+            _ = cs.gather(asyncio.sleep(0), forever)  # type: ignore[call-overload]
         with pytest.raises(TypeError, match="race\\(\\) takes awaitables"):
-            await cs.race(asyncio.sleep(0), 3)  # type: ignore[arg-type]
+            _ = cs.race(asyncio.sleep(0), 3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="first_success\\(\\) takes awaitables"):
+            _ = cs.first_success(None, asyncio.sleep(0))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="race\\(\\) needs at least one awaitable"):
-        await cs.race()
+        _ = cs.race()
     with pytest.raises(ValueError, match="first_success\\(\\) needs at least one"):
-        await cs.first_success()
+        _ = cs.first_success()
+    assert asyncio.all_tasks() == before
+
+
+@pytest.mark.asyncio
+async def test_helpers_return_coroutines_that_start_only_when_awaited() -> None:
+    """A valid call returns a coroutine: nothing runs before it is awaited (or made a task)."""
+    ran: list[int] = []
+
+    async def note(i: int) -> int:
+        ran.append(i)
+        return i
+
+    pending = cs.gather(note(1), note(2))
+    race = cs.race(note(3))
+    first = cs.first_success(note(4))
+    assert ran == []
+    assert await pending == (1, 2)
+    assert await asyncio.create_task(race) == 3
+    assert await first == 4
+    assert ran == [1, 2, 3, 4]
 
 
 # --------------------------------------------------------------------------- race

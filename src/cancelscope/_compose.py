@@ -24,7 +24,7 @@ import asyncio
 import inspect
 import sys
 from asyncio import CancelledError
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, overload
 
 from ._exceptions import CancelledFailure
@@ -159,31 +159,31 @@ class _Call:
 
 
 @overload
-async def gather() -> tuple[()]: ...
+def gather() -> Coroutine[Any, Any, tuple[()]]: ...
 @overload
-async def gather(a1: Awaitable[T1], /) -> tuple[T1]: ...
+def gather(a1: Awaitable[T1], /) -> Coroutine[Any, Any, tuple[T1]]: ...
 @overload
-async def gather(a1: Awaitable[T1], a2: Awaitable[T2], /) -> tuple[T1, T2]: ...
+def gather(a1: Awaitable[T1], a2: Awaitable[T2], /) -> Coroutine[Any, Any, tuple[T1, T2]]: ...
 @overload
-async def gather(
+def gather(
     a1: Awaitable[T1], a2: Awaitable[T2], a3: Awaitable[T3], /
-) -> tuple[T1, T2, T3]: ...
+) -> Coroutine[Any, Any, tuple[T1, T2, T3]]: ...
 @overload
-async def gather(
+def gather(
     a1: Awaitable[T1], a2: Awaitable[T2], a3: Awaitable[T3], a4: Awaitable[T4], /
-) -> tuple[T1, T2, T3, T4]: ...
+) -> Coroutine[Any, Any, tuple[T1, T2, T3, T4]]: ...
 @overload
-async def gather(
+def gather(
     a1: Awaitable[T1],
     a2: Awaitable[T2],
     a3: Awaitable[T3],
     a4: Awaitable[T4],
     a5: Awaitable[T5],
     /,
-) -> tuple[T1, T2, T3, T4, T5]: ...
+) -> Coroutine[Any, Any, tuple[T1, T2, T3, T4, T5]]: ...
 @overload
-async def gather(*aws: Awaitable[T]) -> tuple[T, ...]: ...
-async def gather(*aws: Awaitable[Any]) -> tuple[Any, ...]:
+def gather(*aws: Awaitable[T]) -> Coroutine[Any, Any, tuple[T, ...]]: ...
+def gather(*aws: Awaitable[Any]) -> Coroutine[Any, Any, tuple[Any, ...]]:
     """Await every awaitable concurrently; return their results in argument order.
 
     The first failure cancels the others, and ``gather`` raises only after
@@ -192,8 +192,13 @@ async def gather(*aws: Awaitable[Any]) -> tuple[Any, ...]:
     others' cleanup can fail too), all of them in an ``ExceptionGroup``, in
     the order they failed. Cancelled from outside, it cancels them all,
     waits, and raises the CancelledError.
+
+    Arguments are checked at the call, before anything starts (see `_check`).
     """
-    checked = _check("gather", aws, empty_ok=True)
+    return _gather(_check("gather", aws, empty_ok=True))
+
+
+async def _gather(checked: list[Awaitable[Any]]) -> tuple[Any, ...]:
     call = _Call("gather", [_label(aw, i) for i, aw in enumerate(checked)])
     results: list[Any] = [_MISSING] * len(checked)
 
@@ -209,7 +214,7 @@ async def gather(*aws: Awaitable[Any]) -> tuple[Any, ...]:
     return tuple(results)
 
 
-async def race(*aws: Awaitable[T]) -> T:
+def race(*aws: Awaitable[T]) -> Coroutine[Any, Any, T]:
     """Return (or raise) the outcome of the first awaitable to finish; cancel the others.
 
     Effection's race: the losers are cancelled and awaited before ``race``
@@ -218,8 +223,13 @@ async def race(*aws: Awaitable[T]) -> T:
     error, if any, in an ``ExceptionGroup``), never dropped. At least one
     awaitable is required. Cancelled from outside, it cancels them all,
     waits, and raises the CancelledError.
+
+    Arguments are checked at the call, before anything starts (see `_check`).
     """
-    checked = _check("race", aws, empty_ok=False)
+    return _race(_check("race", aws, empty_ok=False))
+
+
+async def _race(checked: list[Awaitable[T]]) -> T:
     call = _Call("race", [_label(aw, i) for i, aw in enumerate(checked)])
     winner_error: list[BaseException] = []
 
@@ -240,7 +250,7 @@ async def race(*aws: Awaitable[T]) -> T:
     return await call.cancelled()  # type: ignore[no-any-return]
 
 
-async def first_success(*aws: Awaitable[T]) -> T:
+def first_success(*aws: Awaitable[T]) -> Coroutine[Any, Any, T]:
     """Return the result of the first awaitable to succeed; cancel the others.
 
     Failures before a success are the competition and are dropped once one
@@ -251,8 +261,13 @@ async def first_success(*aws: Awaitable[T]) -> T:
     (``KeyboardInterrupt``), is raised, never dropped. At least one awaitable
     is required. Cancelled from outside, it cancels them all, waits, and
     raises the CancelledError.
+
+    Arguments are checked at the call, before anything starts (see `_check`).
     """
-    checked = _check("first_success", aws, empty_ok=False)
+    return _first_success(_check("first_success", aws, empty_ok=False))
+
+
+async def _first_success(checked: list[Awaitable[T]]) -> T:
     call = _Call("first_success", [_label(aw, i) for i, aw in enumerate(checked)])
 
     def on_result(index: int, value: Any) -> None:
