@@ -239,15 +239,57 @@ async def test_a_call_that_ignores_the_cancel_still_leaves_the_caller_cancelled(
 
 @pytest.mark.asyncio
 async def test_bad_input_is_refused_at_once_and_starts_nothing() -> None:
-    """A non-callable, or a function returning no awaitable: TypeError, no task started."""
+    """A non-callable, or a function returning no awaitable: TypeError at the call (no
+    await needed), no task started."""
 
     async def coro_fn() -> None:
         pass
 
     with no_unawaited_coroutine_warning(), pytest.raises(TypeError, match="returning an awaitable"):
-        await cs.cancel_once(coro_fn())  # type: ignore[arg-type]
+        _ = cs.cancel_once(coro_fn())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="returned int"):
-        await cs.cancel_once(lambda: 3)  # type: ignore[arg-type, return-value]
+        _ = cs.cancel_once(lambda: 3)  # type: ignore[arg-type, return-value]
     with pytest.raises(TypeError, match="not str"):
-        await cs.cancel_once("fn")  # type: ignore[arg-type]
+        _ = cs.cancel_once("fn")  # type: ignore[arg-type]
     assert _others() == set()
+
+
+@pytest.mark.asyncio
+async def test_nothing_starts_before_the_await() -> None:
+    """A good call returns a coroutine; the task that runs the call starts when awaited."""
+    ran: list[str] = []
+
+    async def work() -> str:
+        ran.append("ran")
+        return "done"
+
+    pending = cs.cancel_once(work)
+    assert ran == []
+    assert _others() == set()
+    assert await pending == "done"
+    assert ran == ["ran"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["raise", "task.cancel()"])
+async def test_a_call_that_cancels_itself_raises_cancelled_failure(how: str) -> None:
+    """Nobody cancelled the caller: no bare CancelledError leaks into it (as in gather)."""
+
+    async def quits() -> None:
+        await asyncio.sleep(0)
+        if how == "raise":
+            raise asyncio.CancelledError("quit")
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        await asyncio.sleep(0)
+
+    itself = r"cancel_once\(.*quits\) was cancelled by itself"
+    with pytest.raises(cs.CancelledFailure, match=itself):
+        await cs.cancel_once(quits)
+    if HAS_COUNTS:
+        assert cancelling(current_task()) == 0
+    assert _others() == set()
+    # Inside a scope the caller keeps running: the scope was not cancelled either.
+    async with cs.cancellable() as scope:
+        with pytest.raises(cs.CancelledFailure):
+            await cs.cancel_once(quits)
+    assert not scope.cancel_called

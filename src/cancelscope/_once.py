@@ -21,7 +21,8 @@ from asyncio import CancelledError
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from ._scope import CancellationScope, _close_if_coroutine
+from ._exceptions import CancelledFailure
+from ._scope import _HAS_COUNTS, CancellationScope, _close_if_coroutine
 
 __all__ = ["cancel_once"]
 
@@ -32,11 +33,23 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+def _not_cancelled_since(caller: asyncio.Task[Any] | None, c0: int) -> bool:
+    """No cancel request reached ``caller`` since it counted ``c0`` of them.
+
+    3.10 has no count: a call found done and cancelled when the wait raised is
+    taken to have cancelled itself (a caller cancelled in the same loop
+    iteration as the call's end then reads as the call's own cancellation).
+    """
+    if caller is None or not _HAS_COUNTS:
+        return True
+    return caller.cancelling() <= c0
+
+
 def _message(exc: BaseException) -> object:
     return exc.args[0] if exc.args else None
 
 
-async def cancel_once(fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
+def cancel_once(fn: Callable[..., Awaitable[T]], /, *args: Any) -> Coroutine[Any, Any, T]:
     """Await ``fn(*args)`` with asyncio's one-shot cancellation instead of level-triggered.
 
     ``fn(*args)`` runs in a task of its own. If the caller is not cancelled,
@@ -47,15 +60,18 @@ async def cancel_once(fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
     then raises the caller's CancelledError (the last native one, if any came
     meanwhile), so the enclosing scope reports its cancellation as usual; if
     the task's cleanup raised an error instead, that error is raised, as it
-    would be had the call been awaited directly.
+    would be had the call been awaited directly. A call that cancels itself
+    (nobody cancelled the caller) raises `CancelledFailure`, not a bare
+    CancelledError into a task that was not cancelled.
 
     For libraries whose cleanup relies on cancellation arriving once (httpx /
     httpcore close a cancelled request's connection under an anyio shield)::
 
         response = await cs.cancel_once(client.get, url)
 
-    ``fn`` is called at once; a non-callable, or a function that returns no
-    awaitable, raises `TypeError` and starts nothing.
+    ``fn`` is called at once, by ``cancel_once`` itself (it is a plain function
+    returning the coroutine that does the work); a non-callable, or a function
+    that returns no awaitable, raises `TypeError` there and starts nothing.
     """
     fn_obj: object = fn  # callers may pass anything at runtime
     if not callable(fn_obj):
@@ -76,13 +92,24 @@ async def cancel_once(fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
             f"cancel_once() needs a function returning an awaitable: {fn!r} returned "
             f"{type(made).__name__}"
         )
-    loop = asyncio.get_running_loop()
     name = getattr(fn, "__qualname__", None) or repr(fn)
-    task = loop.create_task(coro, name=f"cancel_once({name})")
+    return _cancel_once(coro, f"cancel_once({name})")
+
+
+async def _cancel_once(coro: Coroutine[Any, Any, T], name: str) -> T:
+    loop = asyncio.get_running_loop()
+    caller = asyncio.current_task()
+    # Cancel requests of the caller so far (3.11+): one more, when the wait
+    # below raises, tells a cancelled caller from a call that cancelled itself.
+    c0 = caller.cancelling() if caller is not None and _HAS_COUNTS else 0
+    task = loop.create_task(coro, name=name)
     try:
         return await asyncio.shield(task)
     except CancelledError as exc:
         cancelled: CancelledError = exc
+    if task.done() and task.cancelled() and _not_cancelled_since(caller, c0):
+        # The shield passes on the call's own cancellation; nobody asked for it.
+        raise CancelledFailure(f"{name} was cancelled by itself") from cancelled
     try:
         task.cancel(_message(cancelled))
         # Our own deliveries would only interrupt this wait: it is not a
