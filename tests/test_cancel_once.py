@@ -283,8 +283,9 @@ async def test_a_call_that_cancels_itself_raises_cancelled_failure(how: str) -> 
         await asyncio.sleep(0)
 
     itself = r"cancel_once\(.*quits\) was cancelled by itself"
-    with pytest.raises(cs.CancelledFailure, match=itself):
+    with pytest.raises(cs.CancelledFailure, match=itself) as info:
         await cs.cancel_once(quits)
+    assert isinstance(info.value.__cause__, asyncio.CancelledError)
     if HAS_COUNTS:
         assert cancelling(current_task()) == 0
     assert _others() == set()

@@ -109,7 +109,10 @@ async def _cancel_once(coro: Coroutine[Any, Any, T], name: str) -> T:
         cancelled: CancelledError = exc
     if task.done() and task.cancelled() and _not_cancelled_since(caller, c0):
         # The shield passes on the call's own cancellation; nobody asked for it.
-        raise CancelledFailure(f"{name} was cancelled by itself") from cancelled
+        failure = CancelledFailure(f"{name} was cancelled by itself")
+        failure.__cause__ = cancelled
+        del cancelled  # (the error's traceback holds this frame: no cycle)
+        raise failure
     try:
         task.cancel(_message(cancelled))
         # Our own deliveries would only interrupt this wait: it is not a
